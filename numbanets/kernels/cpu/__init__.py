@@ -1,0 +1,22 @@
+"""CPU kernels (`numba.njit`), one module per op family.
+
+The array helpers below are what `numbanets.functional` needs besides the
+kernels; `numbanets.kernels.cuda` provides the same names for device arrays.
+"""
+
+import numpy as np
+
+NAME = "cpu"
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def contiguous(a):
+    """A C-contiguous array with the same values (a copy only when needed)."""
+    return np.ascontiguousarray(a)
+
+
+def reshape(a, shape):
+    return a.reshape(shape)

@@ -1,0 +1,48 @@
+"""What `nbnets info` reports: versions, threads, BLAS and the device."""
+
+from __future__ import annotations
+
+import platform
+
+
+def blas_description() -> str:
+    """The BLAS numpy (and so numba's np.dot) calls, with its threads."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                arch = pool.get("architecture") or ""
+                return (f"{pool.get('internal_api')} {pool.get('version')} {arch}".strip()
+                        + f", {pool.get('num_threads')} threads")
+    except ImportError:
+        pass
+    import numpy as np
+
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:
+        return "unknown"
+
+
+def collect() -> dict[str, str]:
+    """Ordered facts for `nbnets info`."""
+    import numba
+    import numpy as np
+
+    import numbanets
+    from numbanets import device
+
+    return {
+        "numbanets": numbanets.__version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "numba threads": f"{numba.get_num_threads()} (threading layer: {numba.config.THREADING_LAYER})",
+        "BLAS": blas_description(),
+        "CUDA available": "yes" if device.cuda_status()[0] else "no",
+        "device auto": device.explain("auto"),
+    }
