@@ -1,0 +1,36 @@
+"""Dense (fully connected) layer on the CPU: GEMMs through BLAS (`np.dot` inside `numba.njit`).
+
+    y = x @ w.T + b        x (N, D), w (O, D) (PyTorch layout), b (O,)
+"""
+
+import numpy as np
+from numba import njit
+
+__all__ = ["linear_forward", "linear_backward"]
+
+
+@njit(cache=True)
+def linear_forward(x, w, b):
+    # x (N, D)  w (O, D)  b (O,)  -> y (N, O) = x @ w.T + b
+    y = np.dot(x, w.T)
+    n_rows, n_out = y.shape
+    for n in range(n_rows):
+        for o in range(n_out):
+            y[n, o] += b[o]
+    return y
+
+
+@njit(cache=True)
+def linear_backward(dy, x, w):
+    # dy (N, O)  x (N, D)  w (O, D)  -> dx (N, D) = dy @ w, dw (O, D) = dy.T @ x, db (O,) = sum_n dy
+    dx = np.dot(dy, w)
+    dw = np.dot(dy.T, x)
+    n_rows, n_out = dy.shape
+    acc = np.zeros(n_out, dtype=np.float64)
+    for n in range(n_rows):
+        for o in range(n_out):
+            acc[o] += dy[n, o]
+    db = np.empty(n_out, dtype=dy.dtype)
+    for o in range(n_out):
+        db[o] = acc[o]
+    return dx, dw, db
