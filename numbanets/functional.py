@@ -74,10 +74,13 @@ def array_device(a, name: str = "array") -> str:
     """"cpu" for a numpy array, "cuda" for a numba CUDA device array; TypeError otherwise."""
     if isinstance(a, np.ndarray):
         return "cpu"
-    if hasattr(a, "__cuda_array_interface__"):
+    if hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False):
         from numba import cuda
 
-        if cuda.is_cuda_array(a):
+        is_cuda_array = getattr(cuda, "is_cuda_array", None)
+        if is_cuda_array is None:  # the CUDA simulator: no is_cuda_array, its FakeCUDAArray sets __cuda_ndarray__
+            return "cuda"
+        if is_cuda_array(a):
             return "cuda"
     raise TypeError(
         f"{name} must be a numpy array or a numba CUDA device array, got {type(a).__name__}"
@@ -389,7 +392,11 @@ def softmax_cross_entropy(logits, targets):
         if lo < 0 or hi >= logits.shape[1]:
             bad = lo if lo < 0 else hi
             raise ValueError(f"targets must lie in 0..{logits.shape[1] - 1} (K = {logits.shape[1]} classes), got {bad}")
-    return k.loss.softmax_cross_entropy(k.contiguous(logits), k.contiguous(targets.astype(np.int64, copy=False)))
+    if k.name == "cpu":
+        targets = targets.astype(np.int64, copy=False)
+    # device targets stay as they are (device arrays have no .astype): the CUDA kernel takes int64 or int32
+    # and checks the range itself, sending back only the loss and the targets' min and max
+    return k.loss.softmax_cross_entropy(k.contiguous(logits), k.contiguous(targets))
 
 
 # --------------------------------------------------------------------------- recurrent
@@ -447,7 +454,14 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
 
     x (T, N, D), h0, c0 (N, H), w_ih (4H, D), w_hh (4H, H), b (4H,) (torch's
     bias_ih + bias_hh). Returns (hs (T, N, H), (h_T, c_T), cache).
+
+    x may also be an integer numpy array (T, N) of ids in 0..D-1, standing for
+    their one-hot vectors (a character LM's input): the input projection is then
+    a row gather of w_ih (the same numbers as the GEMM with the one-hot matrix,
+    without it), and lstm_backward returns None for dx. CPU only.
     """
+    if isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
+        return _lstm_forward_ids(x, h0, c0, w_ih, w_hh, b)
     k = _backend_of(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
     _check_sequence(x, h0, w_ih, w_hh, b, 4)
     _check_float("c0", c0, shape=h0.shape)
@@ -463,6 +477,8 @@ def lstm_backward(dhs, cache, dc_T=None):
     dhs (T, N, H) = dL/dh_t for every t; dc_T (N, H) an extra gradient into the
     last cell state. Returns (dx, dh0, dc0, dw_ih, dw_hh, db).
     """
+    if isinstance(cache, tuple) and cache and cache[0] == "lstm_ids":
+        return _lstm_backward_ids(dhs, cache, dc_T)
     if not (isinstance(cache, tuple) and cache and cache[0] == "lstm"):
         raise TypeError("cache must be the third value returned by lstm_forward")
     _, x, h0, c0, w_ih, w_hh, hs, cs, gates = cache
@@ -474,6 +490,41 @@ def lstm_backward(dhs, cache, dc_T=None):
         _check_float("dc_T", dc_T, shape=h0.shape)
     _same_dtype(dhs=dhs, dc_T=dc_T, x=x)
     return k.lstm.lstm_backward(k.contiguous(dhs), k.contiguous(dc_T), x, h0, c0, w_ih, w_hh, hs, cs, gates)
+
+
+def _lstm_forward_ids(ids, h0, c0, w_ih, w_hh, b):
+    """lstm_forward with one-hot input given as integer ids (T, N) into the D columns of w_ih."""
+    k = _backend_of(h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+    if k.name != "cpu":
+        raise TypeError("integer ids as LSTM input run on the CPU only; pass one-hot vectors (T, N, D) on the GPU")
+    t, n = ids.shape
+    _check_float("w_ih", w_ih, 2)
+    # the checks of a (T, N, D) input, on a stand-in view of that shape that holds no memory
+    _check_sequence(np.broadcast_to(np.zeros((), w_ih.dtype), (t, n, w_ih.shape[1])), h0, w_ih, w_hh, b, 4)
+    _check_float("c0", c0, shape=h0.shape)
+    _same_dtype(h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+    if ids.size and (ids.min() < 0 or ids.max() >= w_ih.shape[1]):
+        bad = ids.min() if ids.min() < 0 else ids.max()
+        raise ValueError(f"ids must lie in 0..{w_ih.shape[1] - 1} (the D columns of w_ih), got {bad}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    h0, c0, w_ih, w_hh, b = (k.contiguous(a) for a in (h0, c0, w_ih, w_hh, b))
+    gates = k.embedding.one_hot_projection(ids, w_ih)
+    hs, cs, gates = k.lstm.lstm_forward_gates(gates, h0, c0, w_hh, b)
+    return hs, (hs[-1], cs[-1]), ("lstm_ids", ids, h0, c0, w_ih, w_hh, hs, cs, gates)
+
+
+def _lstm_backward_ids(dhs, cache, dc_T):
+    _, ids, h0, c0, w_ih, w_hh, hs, cs, gates = cache
+    k = _backend_of(dhs=dhs, h0=h0, dc_T=dc_T)
+    _check_float("dhs", dhs, shape=hs.shape)
+    if dc_T is None:
+        dc_T = k.zeros(h0.shape, h0.dtype)
+    else:
+        _check_float("dc_T", dc_T, shape=h0.shape)
+    _same_dtype(dhs=dhs, dc_T=dc_T, h0=h0)
+    da, dh0, dc0 = k.lstm.lstm_backward_gates(k.contiguous(dhs), k.contiguous(dc_T), h0, c0, w_hh, hs, cs, gates)
+    dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, ids, w_ih.shape[1], h0, hs)
+    return None, dh0, dc0, dw_ih, dw_hh, db
 
 
 # --------------------------------------------------------------------------- clipping
