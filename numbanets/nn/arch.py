@@ -14,6 +14,8 @@ A spec is a list of tokens joined by "-", for example
 
 `plan(layers, input_shape)` sizes every layer with numbanets.shapes (the same
 arithmetic the kernels use) and counts its parameters, neurons and multiply-adds.
+`build(layers, input_shape, rng, dtype)` makes the numbanets.nn.Sequential of a
+spec (checked by plan() first, so a bad size names the layer).
 """
 
 from __future__ import annotations
@@ -200,6 +202,45 @@ def plan(layers: list[LayerSpec], input_shape: tuple[int, ...]) -> list[PlanRow]
     return rows
 
 
+def build(layers: list[LayerSpec], input_shape: tuple[int, ...], rng, dtype=None):
+    """The numbanets.nn.Sequential of `layers` for inputs of shape (C, H, W) (or (D,)).
+
+    One child per spec layer, in order, except that an fc layer on a (C, H, W)
+    input is preceded by a Flatten child. `model.arch_layers` lists
+    (LayerSpec, module) pairs, one per spec layer (the fc's Linear for fc).
+    Weights are drawn from `rng` (torch's default init); dropout layers draw
+    their masks from the same `rng`.
+    """
+    import numpy as np
+
+    from numbanets import nn
+
+    dtype = np.float32 if dtype is None else dtype
+    rows = plan(layers, input_shape)  # ValueError naming the layer for bad sizes
+    shape = tuple(int(s) for s in input_shape)
+    children, pairs = [], []
+    for layer, row in zip(layers, rows):
+        if layer.kind == "conv":
+            module = nn.Conv2D(shape[0], layer.maps, layer.kernel, stride=layer.stride, padding=layer.padding,
+                               groups=layer.groups, bias=layer.bias, rng=rng, dtype=dtype)
+        elif layer.kind == "pool":
+            module = nn.MaxPool2D(layer.kernel, stride=layer.stride, padding=layer.padding)
+        elif layer.kind == "act":
+            module = nn.Activation(layer.activation)
+        elif layer.kind == "fc":
+            if len(shape) != 1:
+                children.append(nn.Flatten())
+            module = nn.Linear(math.prod(shape), layer.units, rng=rng, dtype=dtype)
+        else:
+            module = nn.Dropout(layer.p, rng=rng)
+        children.append(module)
+        pairs.append((layer, module))
+        shape = row.out_shape
+    model = nn.Sequential(*children)
+    model.arch_layers = pairs
+    return model
+
+
 # Built-in specs for `nbnets shapes --arch NAME`: (spec, input (C, H, W)).
 BUILTIN = {
     "lecture": ("conv20x5x5:p=full:nobias", (3, 200, 200)),
@@ -209,5 +250,5 @@ BUILTIN = {
         "dropout0.5-fc1000",
         (3, 227, 227),
     ),
-    "digits": ("conv16x3x3:p=same-relu-pool2-conv32x3x3:p=same-relu-pool2-fc10", (1, 8, 8)),
+    "digits": ("conv32x3x3:p=same-relu-pool2-conv64x3x3:p=same-relu-pool2-fc10", (1, 8, 8)),
 }

@@ -1,0 +1,170 @@
+"""Recurrent layers: vanilla RNN and LSTM, stackable, the whole unroll in one kernel call.
+
+    RNN(input_size, hidden_size, layers=1, activation="tanh", *, rng, dtype, init="uniform", init_scale=None)
+    LSTM(input_size, hidden_size, layers=1, forget_bias=1.0, *, rng, dtype, init="uniform", init_scale=None)
+
+    hs, state = m.forward(x, state=None)    x (T, N, D) -> hs (T, N, H) of the top layer
+    dx = m.backward(dhs)                    dhs (T, N, H) = dL/dhs of the top layer
+
+state is one entry per layer, bottom first: RNN a list of h (N, H), LSTM a list
+of (h, c) pairs; None means zeros. The returned state is the last time step's,
+ready to be carried into the next window. Truncated BPTT: no gradient flows
+into the initial state that forward was given.
+
+Layers are children "l0", "l1", ... with parameters w_ih, w_hh, b in PyTorch's
+layout (RNN (H, D), (H, H), (H,); LSTM (4H, D), (4H, H), (4H,), gates i, f, g, o;
+the LSTM b is torch's bias_ih + bias_hh). Initialisers: numbanets.nn.init.recurrent;
+forget_bias is added to the f-gate slice b[H:2H] after initialisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numbanets import functional as F
+from numbanets.nn import init as initializers
+from numbanets.nn.arrays import add_, zeros
+from numbanets.nn.module import Module
+
+__all__ = ["RNN", "LSTM", "RNNLayer", "LSTMLayer"]
+
+
+def _check_sizes(input_size, hidden_size, layers):
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("layers", layers)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+
+class RNNLayer(Module):
+    """One vanilla RNN layer: h_t = act(W_ih x_t + W_hh h_{t-1} + b)."""
+
+    def __init__(self, input_size, hidden_size, activation="tanh", *, rng, dtype=np.float32,
+                 init="uniform", init_scale=None):
+        super().__init__()
+        if not isinstance(activation, str) or activation.lower() not in F.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(F.ACTIVATIONS)}; got {activation!r}")
+        self.input_size, self.hidden_size, self.activation = input_size, hidden_size, activation.lower()
+        w_ih, w_hh, b = initializers.recurrent(init, rng, input_size, hidden_size, 1, init_scale, dtype)
+        self.add_param("w_ih", w_ih)
+        self.add_param("w_hh", w_hh)
+        self.add_param("b", b)
+        self.cache = None
+
+    def forward(self, x, h0=None):
+        """x (T, N, D), h0 (N, H) or None -> (hs (T, N, H), h_T (N, H))."""
+        if h0 is None:
+            h0 = zeros((x.shape[1], self.hidden_size), x.dtype, like=x)
+        p = self.params
+        hs, self.cache = F.rnn_forward(x, h0, p["w_ih"], p["w_hh"], p["b"], self.activation)
+        return hs, hs[hs.shape[0] - 1]
+
+    def backward(self, dhs):
+        dx, _dh0, dw_ih, dw_hh, db = F.rnn_backward(dhs, self.cache)
+        add_(self.grads["w_ih"], dw_ih)
+        add_(self.grads["w_hh"], dw_hh)
+        add_(self.grads["b"], db)
+        return dx
+
+
+class LSTMLayer(Module):
+    """One LSTM layer, gates i, f, g, o: c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
+
+    def __init__(self, input_size, hidden_size, forget_bias=1.0, *, rng, dtype=np.float32,
+                 init="uniform", init_scale=None):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        w_ih, w_hh, b = initializers.recurrent(init, rng, input_size, hidden_size, 4, init_scale, dtype)
+        b[hidden_size:2 * hidden_size] += np.asarray(forget_bias, dtype=b.dtype)
+        self.add_param("w_ih", w_ih)
+        self.add_param("w_hh", w_hh)
+        self.add_param("b", b)
+        self.cache = None
+
+    def forward(self, x, state=None):
+        """x (T, N, D), state (h0, c0) or None -> (hs (T, N, H), (h_T, c_T)).
+
+        x may also be integer ids (T, N) of one-hot inputs (CPU; see F.lstm_forward): backward then returns None.
+        """
+        if state is None:
+            dtype = self.params["w_ih"].dtype
+            h0 = zeros((x.shape[1], self.hidden_size), dtype, like=self.params["w_ih"])
+            c0 = zeros((x.shape[1], self.hidden_size), dtype, like=self.params["w_ih"])
+        else:
+            h0, c0 = state
+        p = self.params
+        hs, last, self.cache = F.lstm_forward(x, h0, c0, p["w_ih"], p["w_hh"], p["b"])
+        return hs, last
+
+    def backward(self, dhs):
+        dx, _dh0, _dc0, dw_ih, dw_hh, db = F.lstm_backward(dhs, self.cache)
+        add_(self.grads["w_ih"], dw_ih)
+        add_(self.grads["w_hh"], dw_hh)
+        add_(self.grads["b"], db)
+        return dx
+
+
+class _Stack(Module):
+    """Layers l0, l1, ...: each one's hs is the next one's input."""
+
+    def _forward_stack(self, x, state):
+        layers = list(self.children.values())
+        if state is None:
+            state = [None] * len(layers)
+        elif not isinstance(state, (list, tuple)) or len(state) != len(layers):
+            got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
+            raise ValueError(f"state must be a list with one entry per layer ({len(layers)}), got {got}")
+        new_state = []
+        for layer, s in zip(layers, state):
+            x, last = layer.forward(x, s)
+            new_state.append(last)
+        return x, new_state
+
+    def backward(self, dhs):
+        """dhs (T, N, H) of the top layer -> dx (T, N, D); parameter gradients accumulate."""
+        for layer in reversed(list(self.children.values())):
+            dhs = layer.backward(dhs)
+        return dhs
+
+    @property
+    def layers(self) -> int:
+        return len(self.children)
+
+
+class RNN(_Stack):
+    def __init__(self, input_size, hidden_size, layers=1, activation="tanh", *, rng, dtype=np.float32,
+                 init="uniform", init_scale=None):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, layers)
+        self.input_size, self.hidden_size, self.activation = input_size, hidden_size, activation
+        for i in range(layers):
+            self.add_module(f"l{i}", RNNLayer(input_size if i == 0 else hidden_size, hidden_size, activation,
+                                              rng=rng, dtype=dtype, init=init, init_scale=init_scale))
+
+    def forward(self, x, state=None):
+        """x (T, N, D), state [h (N, H) per layer] or None -> (hs (T, N, H), state)."""
+        return self._forward_stack(x, state)
+
+    def __repr__(self):
+        return f"RNN({self.input_size}, {self.hidden_size}, layers={self.layers}, activation={self.activation!r})"
+
+
+class LSTM(_Stack):
+    def __init__(self, input_size, hidden_size, layers=1, forget_bias=1.0, *, rng, dtype=np.float32,
+                 init="uniform", init_scale=None):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, layers)
+        self.input_size, self.hidden_size, self.forget_bias = input_size, hidden_size, forget_bias
+        for i in range(layers):
+            self.add_module(f"l{i}", LSTMLayer(input_size if i == 0 else hidden_size, hidden_size, forget_bias,
+                                               rng=rng, dtype=dtype, init=init, init_scale=init_scale))
+
+    def forward(self, x, state=None):
+        """x (T, N, D), state [(h, c) per layer] or None -> (hs (T, N, H), state); a None entry is zeros."""
+        for s in state or ():
+            if s is not None and not (isinstance(s, (tuple, list)) and len(s) == 2):
+                raise ValueError("LSTM state must be a list of (h, c) pairs, one per layer")
+        hs, new_state = self._forward_stack(x, state)
+        return hs, [tuple(s) for s in new_state]
+
+    def __repr__(self):
+        return f"LSTM({self.input_size}, {self.hidden_size}, layers={self.layers}, forget_bias={self.forget_bias})"
