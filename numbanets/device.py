@@ -89,7 +89,13 @@ def explain(device: str = "auto") -> str:
 
 
 def is_device_array(a) -> bool:
-    if isinstance(a, np.ndarray) or not hasattr(a, "__cuda_array_interface__"):
+    """True for a numba CUDA device array, also the CUDA simulator's (which lacks
+    __cuda_array_interface__ and marks itself with __cuda_ndarray__)."""
+    if isinstance(a, np.ndarray):
+        return False
+    if getattr(a, "__cuda_ndarray__", False):
+        return True
+    if not hasattr(a, "__cuda_array_interface__"):
         return False
     from numba import cuda
 
