@@ -123,7 +123,9 @@ def _paths(path) -> tuple[Path, Path]:
 
 
 def save(path, arrays: dict, meta: dict | None = None) -> Path:
-    """Write `<name>.npz` (arrays + meta) and `<name>.json` (meta) atomically; returns the .npz path."""
+    """Write `<name>.npz` (arrays + meta) and `<name>.json` (meta) atomically; returns the .npz path.
+
+    The folder is created when missing."""
     from numbanets.device import to_host
 
     npz_path, json_path = _paths(path)
@@ -145,6 +147,7 @@ def save(path, arrays: dict, meta: dict | None = None) -> Path:
     host[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **host)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(npz_path, buf.getvalue())
     atomic_write_text(json_path, text + "\n")
     return npz_path

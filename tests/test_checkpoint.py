@@ -92,6 +92,14 @@ def test_missing_truncated_and_foreign_files(tmp_path, rng):
         checkpoint.load(fake)
 
 
+def test_save_creates_the_folder(tmp_path, rng):
+    arrays = _arrays(rng)
+    written = checkpoint.save(tmp_path / "run" / "deeper" / "ckpt", arrays)
+    assert written == tmp_path / "run" / "deeper" / "ckpt.npz"
+    loaded, _ = checkpoint.load(written)
+    np.testing.assert_array_equal(loaded["param/w"], arrays["param/w"])
+
+
 def test_save_rejects_bad_meta_before_writing(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         checkpoint.save(tmp_path / "a.npz", {}, {"version": 3})
