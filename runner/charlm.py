@@ -28,8 +28,6 @@ loop runs with CUDA device arrays.
 from __future__ import annotations
 
 import math
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from numbanets.data.text import BatchStream, Corpus, Vocabulary, load_corpus, unigram_entropy
+from runner.runs import Interrupt
 
 COMMAND = "train-charlm"
 LN2 = math.log(2.0)
@@ -364,32 +363,6 @@ def init_scale(opts: dict):
 
 # --------------------------------------------------------------------------- run folder
 
-class _Interrupt:
-    """SIGINT sets a flag checked between steps (a step is never cut in half); a second
-    Ctrl-C raises KeyboardInterrupt at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -453,32 +426,9 @@ def _describe_model(trainer: Trainer) -> str:
 
 
 def _resolve_resume(resume: str, opts: dict, given) -> tuple[Path, dict, dict]:
-    from runner.runs import read_json
+    from runner.runs import resolve_resume
 
-    run_dir = Path(resume)
-    if run_dir.is_file() and run_dir.name.startswith("checkpoint"):
-        run_dir = run_dir.parent
-    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.npz"
-    if not run_dir.is_dir() or not config_path.is_file() or not ckpt_path.is_file():
-        raise ValueError(f"--resume {resume}: not a train-charlm run folder (needs config.json and checkpoint.npz)")
-    try:
-        config = read_json(config_path)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"--resume {resume}: config.json cannot be read ({exc})") from None
-    if config.get("command") != COMMAND or not isinstance(config.get("options"), dict):
-        raise ValueError(f"--resume {resume}: config.json is not from nbnets {COMMAND}")
-    saved = config["options"]
-    clashes = [
-        f"--{k.replace('_', '-')} {opts[k]} (the run has {saved.get(k)})"
-        for k in sorted(given)
-        if k not in RESUME_OVERRIDES and k in DEFAULTS and opts.get(k) != saved.get(k)
-    ]
-    if clashes:
-        raise ValueError(
-            f"--resume continues a run with its own settings; only --steps, --epochs, --max-time, "
-            f"--device and --quiet may change, but got {', '.join(clashes)}"
-        )
-    merged = {**saved, **{k: opts[k] for k in given if k in RESUME_OVERRIDES and k != "out"}}
+    run_dir, config, merged = resolve_resume(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES)
     if "epochs" in given and "steps" not in given:
         merged["steps"] = None  # the length given now wins over the run's own
     if "steps" in given:
@@ -608,7 +558,7 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
     last_ckpt = trainer.step
     interrupted = timed_out = False
     last_val = math.nan
-    with _Interrupt() as stop:
+    with Interrupt() as stop:
         try:
             while trainer.step < target:
                 try:

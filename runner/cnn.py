@@ -27,13 +27,14 @@ the batch's logits (N x classes, a few hundred numbers) to count correct answers
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from runner.runs import Interrupt, save_figure
 
 COMMAND = "train-cnn"
 CHECKPOINT_KIND = "numbanets-cnn"
@@ -295,31 +296,6 @@ class RunResult:
     summary: dict = field(default_factory=dict)
 
 
-class _Interrupt:
-    """SIGINT sets a flag checked between epochs; a second Ctrl-C raises KeyboardInterrupt."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
-
-
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
     import pandas as pd
 
@@ -395,33 +371,9 @@ def load_checkpoint(path) -> tuple[dict, dict]:
 
 
 def _resolve_resume(resume: str, opts: dict, given) -> tuple[Path, dict, dict]:
-    from runner.runs import read_json
+    from runner.runs import resolve_resume
 
-    run_dir = Path(resume)
-    if run_dir.is_file() and run_dir.name.startswith("checkpoint"):
-        run_dir = run_dir.parent
-    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.npz"
-    if not run_dir.is_dir() or not config_path.is_file() or not ckpt_path.is_file():
-        raise ValueError(f"--resume {resume}: not a train-cnn run folder (needs config.json and checkpoint.npz)")
-    try:
-        config = read_json(config_path)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"--resume {resume}: config.json cannot be read ({exc})") from None
-    if config.get("command") != COMMAND or not isinstance(config.get("options"), dict):
-        raise ValueError(f"--resume {resume}: config.json is not from nbnets {COMMAND}")
-    saved = config["options"]
-    clashes = [
-        f"--{k.replace('_', '-')} {opts[k]} (the run has {saved.get(k)})"
-        for k in sorted(given)
-        if k not in RESUME_OVERRIDES and k in DEFAULTS and opts.get(k) != saved.get(k)
-    ]
-    if clashes:
-        raise ValueError(
-            "--resume continues a run with its own settings; only --epochs, --device, --plot/--no-plot "
-            f"and --quiet may change, but got {', '.join(clashes)}"
-        )
-    merged = {**saved, **{k: opts[k] for k in given if k in RESUME_OVERRIDES and k != "out"}}
-    return run_dir, config, merged
+    return resolve_resume(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES)
 
 
 class _EpochBar:
@@ -477,22 +429,9 @@ def write_plots(run_dir: Path, trainer: "Trainer") -> list[str]:
     if first_conv is None:
         notes.append("filters.png not written: the network has no conv layer")
     else:
-        _save_figure(plt, _filters_figure(plt, *first_conv, trainer.epoch), run_dir / "filters.png")
-    _save_figure(plt, _activations_figure(plt, trainer), run_dir / "activations.png")
+        save_figure(plt, _filters_figure(plt, *first_conv, trainer.epoch), run_dir / "filters.png")
+    save_figure(plt, _activations_figure(plt, trainer), run_dir / "activations.png")
     return notes
-
-
-def _save_figure(plt, fig, path: Path) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _filters_figure(plt, layer, module, epoch):
@@ -731,7 +670,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResu
     train_seconds, trained_images = 0.0, 0
     interrupted = False
     width = len(str(target))
-    with _Interrupt() as stop:
+    with Interrupt() as stop:
         while trainer.epoch < target and not stop.requested:
             bar.start(trainer.epoch + 1, target, trainer.steps_per_epoch)
             try:

@@ -15,7 +15,6 @@ come from default_rng([s, 2]).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -343,15 +342,9 @@ def plot(steps: pd.DataFrame, o: Options, path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return f"grad_decay.png not written: matplotlib is not installed (get the plot with {PLOT_HINT})"
-    fig = _figure(plt, steps, o)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    from runner import runs
+
+    runs.save_figure(plt, _figure(plt, steps, o), path)
     return None
 
 
