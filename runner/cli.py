@@ -20,7 +20,7 @@ class InputError(click.ClickException):
 
 
 def user_errors(func):
-    """Turn the library's ValueError/TypeError/DeviceUnavailable into one-line exit-2 errors."""
+    """Turn ValueError/TypeError/DeviceUnavailable/OSError into one-line exit-2 errors."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -28,8 +28,11 @@ def user_errors(func):
 
         try:
             return func(*args, **kwargs)
-        except (ValueError, TypeError, DeviceUnavailable, FileNotFoundError) as exc:
+        except (ValueError, TypeError, DeviceUnavailable) as exc:
             raise InputError(str(exc)) from None
+        except OSError as exc:  # a missing, unreadable or unwritable path the command was given
+            target = f": {exc.filename}" if exc.filename else ""
+            raise InputError(f"{exc.strerror or exc}{target}") from None
 
     return wrapper
 
@@ -352,3 +355,39 @@ def sample(source, prime, length, temperature, top_k, seed, device):
 
     click.echo(sample_cmd.run(source, prime=prime, length=length, temperature=temperature, top_k=top_k,
                               seed=seed, device=device))
+
+
+# --- nbnets bench (runner/bench*.py) ---
+
+
+# --- nbnets analyse (runner/analyse.py) ---
+@main.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(("table", "markdown", "csv")), default="table",
+              show_default=True, help="Aligned text, markdown tables, or one CSV whose first column `section` "
+                                      "names the kind (pd.read_csv reads it back).")
+@click.option("--plot", "plot_dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
+              help="Also write figures (PNG) to this folder: loss curves against steps and seconds, the "
+                   "grad-decay figures, a bench speedup chart (needs the plot extra: pip install -e '.[plot]').")
+@click.option("--group-by", "group_by", metavar="COLUMN", default=None,
+              help="Aggregate the rows per value of this column (a summary column or any option, e.g. hidden "
+                   "or cell): count, and mean/min/max of every metric.")
+@user_errors
+def analyse(paths, fmt, plot_dir, group_by):
+    """Summarise and compare runs: PATH is a run folder, a folder of runs at any depth
+    (e.g. results/) or a CSV written by train-charlm, train-cnn, grad-decay or bench.
+
+    Prints one table per kind of run. train-charlm / train-cnn: one row per run with the
+    final and best validation/test loss (and accuracy) and where the best was, the final
+    train loss, the median throughput, the run time, and a column per option that
+    differs between the runs. grad-decay: per cell rho(W_hh), lambda1, gamma,
+    lambda1 * gamma, the effective rate and the fitted decay. bench: the numbanets rows
+    with their speedups over torch and numpy, several runs side by side.
+    """
+    from runner import analyse as an
+
+    text, written = an.analyse(paths, fmt=fmt, plot_dir=plot_dir, group_by=group_by,
+                               note=lambda message: click.echo(message, err=True))
+    click.echo(text, nl=False)
+    for path in written:
+        click.echo(f"wrote {path}", err=fmt == "csv")

@@ -1,0 +1,507 @@
+"""`nbnets analyse`: read run folders and CSV tables back, summarise and compare them.
+
+A PATH is a run folder (config.json and its CSVs), a folder holding run folders
+at any depth (results/, results/train-charlm/), or one CSV recognised by its
+columns. A run's kind is config.json's "command", else what its CSVs are:
+
+    train-charlm  metrics.csv (CHARLM_COLUMNS)       one row per run
+    train-cnn     metrics.csv (CNN_COLUMNS)          one row per run
+    grad-decay    summary.csv and/or grad_decay.csv  one row per run, seed, phase and cell
+    bench         bench.csv (BENCH_COLUMNS)          one row per numbanets case; several runs side by side
+
+Every kind present becomes a Section, a pandas DataFrame with a title and a
+note, printed as aligned text, markdown or CSV. The CSV form is ONE table whose
+first column `section` names the kind, followed by the union of the sections'
+columns, so pandas reads it back in one call:
+
+    frame = pd.read_csv(path)
+    cnn = frame[frame["section"] == "train-cnn"].dropna(axis=1, how="all")
+
+The figures (--plot DIR) are drawn by runner/analyse_plots.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KINDS = ("train-charlm", "train-cnn", "grad-decay", "bench")
+FORMATS = ("table", "markdown", "csv")
+
+# The columns the commands write (tests/test_analyse.py checks these against the writers).
+CHARLM_COLUMNS = ["step", "epoch", "train_loss", "val_loss", "train_bpc", "val_bpc",
+                  "grad_norm", "clipped", "lr", "chars_per_s", "elapsed_s"]
+CNN_COLUMNS = ["epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "elapsed_s"]
+GRAD_DECAY_COLUMNS = ["cell", "seed", "phase", "steps", "t", "grad_norm", "grad_ratio", "jac_spec"]
+DECAY_METRICS = ["rho", "lambda1", "gamma", "lambda1_gamma", "effective_rate",
+                 "decay_slope", "decay_factor", "steps_to_1e-3"]
+SUMMARY_COLUMNS = ["cell", "seed", "phase"] + DECAY_METRICS
+BENCH_COLUMNS = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
+                 "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]
+
+# (kind, table name = file name without .csv, columns it must have), tried in this order
+TABLES = [
+    ("train-charlm", "metrics", CHARLM_COLUMNS),
+    ("train-cnn", "metrics", CNN_COLUMNS),
+    ("grad-decay", "grad_decay", GRAD_DECAY_COLUMNS),
+    ("grad-decay", "summary", SUMMARY_COLUMNS),
+    ("bench", "bench", BENCH_COLUMNS),
+]
+FILE_NAMES = sorted({f"{name}.csv" for _, name, _ in TABLES})
+EXPECTED = ("the columns of a train-charlm or train-cnn metrics.csv, a grad-decay grad_decay.csv or "
+            "summary.csv, or a bench.csv")
+IGNORED_OPTIONS = {"out", "quiet", "plot"}  # options that do not change a run's numbers
+
+
+@dataclass
+class Run:
+    kind: str
+    path: Path                              # the run folder, or the CSV when it is not in one
+    config: dict | None = None
+    tables: dict = field(default_factory=dict)   # table name -> DataFrame
+    label: str = ""                         # unique within its kind: the folder (or file) name
+    legend: str = ""                        # label plus the options that differ, for figures
+
+    @property
+    def options(self) -> dict:
+        if not self.config:
+            return {}
+        opts = dict(self.config.get("options") or {})
+        if "device" in self.config:        # the resolved device, not "auto"
+            opts["device"] = self.config["device"]
+        return opts
+
+
+@dataclass
+class Section:
+    kind: str
+    title: str
+    note: str
+    table: pd.DataFrame                     # long form: what --group-by and --format csv see
+    metrics: list                           # the numeric columns --group-by aggregates
+    runs: list
+    hide_if_constant: tuple = ()            # identity columns left out of the display when constant
+    grouped_by: str | None = None
+    display: pd.DataFrame | None = None
+
+
+# --------------------------------------------------------------------------- reading
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"cannot read {path} as a CSV table: {_one_line(exc)}") from None
+
+
+def identify(path: Path, frame: pd.DataFrame) -> tuple[str, str]:
+    """(kind, table name) of a CSV from its columns; ValueError when it is none of ours."""
+    columns = set(frame.columns)
+    for kind, name, need in TABLES:
+        if set(need) <= columns:
+            return kind, name
+    if {"true", "predicted", "count"} <= columns:
+        raise ValueError(f"{path} is a train-cnn confusion matrix, which analyse does not read; give its run "
+                         "folder or its metrics.csv")
+    has = ", ".join(map(str, list(frame.columns)[:10])) + (", ..." if len(frame.columns) > 10 else "")
+    raise ValueError(f"{path} is not a numbanets table (expected {EXPECTED}; it has: {has or 'no columns'})")
+
+
+def read_config(folder: Path) -> dict | None:
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {_one_line(exc)}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a numbanets config (a JSON object with a \"command\")")
+    return config
+
+
+def load_csv(path: Path) -> Run:
+    """One CSV; it joins its folder's run when config.json beside it names the same command."""
+    frame = read_table(path)
+    kind, name = identify(path, frame)
+    config = read_config(path.parent)
+    if config is not None and config.get("command") == kind:
+        return Run(kind, path.parent, config, {name: frame})
+    home = path.parent if path.name == f"{name}.csv" and config is None else path
+    return Run(kind, home, None, {name: frame})
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() or any((folder / n).is_file() for n in FILE_NAMES)
+
+
+def load_folder(folder: Path, strict: bool, note) -> list[Run]:
+    """The runs of one run folder. strict: problems are errors; else they are noted and skipped."""
+    try:
+        config = read_config(folder)
+        if config is None:  # no config.json: the CSVs with our file names, recognised by their columns
+            return [load_csv(folder / n) for n in FILE_NAMES if (folder / n).is_file()]
+        kind = config.get("command")
+        if kind not in KINDS:
+            raise ValueError(f"{folder}: command {kind!r} in config.json is not one analyse reads "
+                             f"({', '.join(KINDS)})")
+        run = Run(kind, folder, config)
+        for table_kind, name, need in TABLES:
+            path = folder / f"{name}.csv"
+            if table_kind != kind or not path.is_file():
+                continue
+            frame = read_table(path)
+            missing = [c for c in need if c not in frame.columns]
+            if missing:
+                raise ValueError(f"{path} lacks the columns {', '.join(missing)} of a {kind} {name}.csv")
+            run.tables[name] = frame
+        if not run.tables:
+            names = " or ".join(f"{n}.csv" for k, n, _ in TABLES if k == kind)
+            raise ValueError(f"{folder} is a {kind} run without its {names} (interrupted before writing it?)")
+        return [run]
+    except ValueError as exc:
+        if strict:
+            raise
+        note(f"skipped: {exc}")
+        return []
+
+
+def _walk(root: Path):
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        if _is_run_folder(folder):
+            dirnames[:] = []
+            yield folder
+
+
+def collect(paths, note=print) -> list[Run]:
+    """Every run under `paths`, each once (a run reached twice merges its tables), labelled."""
+    runs: dict[tuple, Run] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ValueError(f"no such file or folder: {raw}")
+        if path.is_file():
+            found = load_folder(path.parent, True, note) if path.name == "config.json" else [load_csv(path)]
+        elif _is_run_folder(path):
+            found = load_folder(path, True, note)
+        else:
+            folders = list(_walk(path))
+            found = [run for folder in folders for run in load_folder(folder, False, note)]
+            if not found:
+                why = (f"{len(folders)} skipped, see above" if folders else
+                       f"looked for folders with config.json or {', '.join(FILE_NAMES)}")
+                raise ValueError(f"no numbanets runs found in {raw} ({why})")
+        for run in found:
+            key = (run.kind, run.path.resolve())
+            if key in runs:
+                runs[key].tables.update(run.tables)
+            else:
+                runs[key] = run
+    out = list(runs.values())
+    for kind in KINDS:
+        same = [r for r in out if r.kind == kind]
+        names = [r.path.name for r in same]
+        for r in same:
+            r.label = r.path.name if names.count(r.path.name) == 1 else str(r.path)
+    return out
+
+
+# --------------------------------------------------------------------------- summaries
+
+def _last(frame: pd.DataFrame, column: str):
+    return frame[column].iloc[-1] if len(frame) else math.nan
+
+
+def _best(frame: pd.DataFrame, column: str, at: str, largest: bool = False):
+    """(best value of `column`, the `at` value of its first row); NaNs when none is finite."""
+    values = frame[column]
+    if not values.notna().any():
+        return math.nan, math.nan
+    index = values.idxmax() if largest else values.idxmin()
+    return values.loc[index], frame[at].loc[index]
+
+
+def _charlm(runs):
+    rows = []
+    for r in runs:
+        m = r.tables["metrics"]
+        val = m.dropna(subset=["val_loss"])
+        best, best_step = _best(m, "val_loss", "step")
+        rows.append({"run": r.label, "steps": _last(m, "step"), "epochs": _last(m, "epoch"),
+                     "final_train_loss": _last(m, "train_loss"), "final_val_loss": _last(val, "val_loss"),
+                     "best_val_loss": best, "best_step": best_step,
+                     "chars_per_s": m["chars_per_s"].median(), "elapsed_s": _last(m, "elapsed_s")})
+    metrics = ["final_train_loss", "final_val_loss", "best_val_loss", "chars_per_s", "elapsed_s"]
+    note = ("losses in nats per character (final_val_loss: at the last evaluation); chars_per_s: median over "
+            "steps; elapsed_s: run time at the last step")
+    return pd.DataFrame(rows), metrics, note, ()
+
+
+def _cnn(runs):
+    rows = []
+    for r in runs:
+        m = r.tables["metrics"]
+        best_loss, loss_epoch = _best(m, "test_loss", "epoch")
+        best_acc, acc_epoch = _best(m, "test_acc", "epoch", largest=True)
+        rows.append({"run": r.label, "epochs": _last(m, "epoch"), "steps": _last(m, "step"),
+                     "final_train_loss": _last(m, "train_loss"), "final_train_acc": _last(m, "train_acc"),
+                     "final_test_loss": _last(m, "test_loss"), "final_test_acc": _last(m, "test_acc"),
+                     "best_test_loss": best_loss, "best_loss_epoch": loss_epoch,
+                     "best_test_acc": best_acc, "best_acc_epoch": acc_epoch,
+                     "images_per_s": m["images_per_s"].median(), "elapsed_s": _last(m, "elapsed_s")})
+    metrics = ["final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc", "best_test_loss",
+               "best_test_acc", "images_per_s", "elapsed_s"]
+    note = ("accuracies as fractions; epoch 0 is the evaluation before training; images_per_s: median over "
+            "epochs; elapsed_s: run time at the last epoch")
+    return pd.DataFrame(rows), metrics, note, ()
+
+
+def derive_summary(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (seed, phase, cell) from grad_decay.csv alone: the fitted decay and the effective rate
+    ||dh_T/dh_1||^(1/(T-1)) as numbanets.gradstats computes them; rho, lambda1, gamma need the weights (NaN)."""
+    from numbanets.gradstats import decay_fit
+
+    rows = []
+    for (seed, phase, cell), g in steps.groupby(["seed", "phase", "cell"], sort=False):
+        g = g.sort_values("t")
+        T = len(g)
+        slope, factor, to_1e3 = decay_fit(g["grad_norm"].to_numpy(dtype=float))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eff = float(g["jac_spec"].iloc[0]) ** (1.0 / (T - 1)) if T > 1 else math.nan
+        ident = {c: g[c].iloc[0] for c in ("init", "scale", "steps") if c in g}
+        rows.append({"cell": cell, "seed": seed, "phase": phase, **ident, "rho": math.nan, "lambda1": math.nan,
+                     "gamma": math.nan, "lambda1_gamma": math.nan, "effective_rate": eff, "decay_slope": slope,
+                     "decay_factor": factor, "steps_to_1e-3": to_1e3})
+    return pd.DataFrame(rows)
+
+
+def _graddecay(runs):
+    frames = []
+    for r in runs:
+        s = r.tables.get("summary")
+        if s is None:
+            s = derive_summary(r.tables["grad_decay"])
+        ident = [c for c in ("cell", "seed", "phase", "init", "scale", "steps") if c in s]
+        extra = ["train_loss"] if "train_loss" in s else []
+        part = s[ident + DECAY_METRICS + extra].copy()
+        part.insert(0, "run", r.label)
+        frames.append(part)
+    metrics = ["rho", "lambda1", "lambda1_gamma", "effective_rate", "decay_factor", "steps_to_1e-3"]
+    note = ("rho: spectral radius of W_hh; lambda1: its largest singular value; gamma: bound on |phi'|; "
+            "effective_rate: ||dh_T/dh_1||^(1/(T-1)); decay_factor: fitted per-step factor of ||dL/dh_t||; "
+            "rho, lambda1, gamma blank when read from grad_decay.csv alone")
+    hide = ("seed", "phase", "init", "scale", "steps") + (("run",) if len(runs) == 1 else ())
+    return pd.concat(frames, ignore_index=True), metrics, note, hide
+
+
+BENCH_SHOWN = ["case", "shape", "device", "threads", "median_ms", "speedup_vs_torch", "speedup_vs_numpy",
+               "gflops", "fraction_of_peak"]
+BENCH_SIDE_BY_SIDE = ["median_ms", "speedup_vs_torch", "speedup_vs_numpy"]
+
+
+def _bench(runs):
+    frames = []
+    for r in runs:
+        b = r.tables["bench"]
+        part = b.loc[b["impl"] == "numbanets", BENCH_SHOWN].copy()
+        part.insert(0, "run", r.label)
+        frames.append(part)
+    metrics = ["median_ms", "speedup_vs_torch", "speedup_vs_numpy", "gflops", "fraction_of_peak"]
+    note = ("numbanets rows; speedup_vs_X = X's median time / numbanets' (above 1: numbanets is faster); "
+            "fraction_of_peak: of the measured sgemm rate")
+    return pd.concat(frames, ignore_index=True), metrics, note, (("run",) if len(runs) == 1 else ())
+
+
+BUILDERS = {"train-charlm": _charlm, "train-cnn": _cnn, "grad-decay": _graddecay, "bench": _bench}
+
+
+def _display_value(value):
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def add_options(table: pd.DataFrame, runs, force: str | None = None) -> list[str]:
+    """The options that differ between the runs; each (and `force`) becomes a column after `run`
+    unless the table has that column already (grad-decay's scale, init, steps)."""
+    configured = [r for r in runs if r.config]
+    keys = dict.fromkeys(k for r in configured for k in r.options)
+    differing, inserted = [], 0
+    for key in keys:
+        if key in IGNORED_OPTIONS:
+            continue
+        canon = {json.dumps(r.options.get(key), sort_keys=True, default=str) for r in configured}
+        if len(canon) > 1:
+            differing.append(key)
+        if (len(canon) > 1 or key == force) and key not in table.columns:
+            values = {r.label: _display_value(r.options.get(key)) for r in configured}
+            table.insert(1 + inserted, key, table["run"].map(values))
+            inserted += 1
+    return differing
+
+
+def build_sections(runs, group_by: str | None = None) -> list[Section]:
+    sections = []
+    for kind in KINDS:
+        rs = [r for r in runs if r.kind == kind]
+        if not rs:
+            continue
+        table, metrics, note, hide = BUILDERS[kind](rs)
+        differing = add_options(table, rs, force=group_by)
+        for r in rs:
+            diff = ", ".join(f"{k}={_display_value(r.options.get(k))}" for k in differing)
+            r.legend = f"{r.label} ({diff})" if diff else r.label
+        title = f"{kind}: {len(rs)} run{'s' if len(rs) != 1 else ''}"
+        if "run" in hide:
+            title += f" ({rs[0].label})"
+        sections.append(Section(kind, title, note, table, metrics, rs, hide))
+    if group_by:
+        _group(sections, group_by)
+    for s in sections:
+        if s.display is None and s.kind == "bench" and len(s.runs) > 1:
+            s.display = _side_by_side(s)
+            s.title += " (" + ", ".join(v if v == k else f"{v} = {k}" for k, v in _short_names(s.runs).items()) + ")"
+        elif s.display is None:
+            s.display = s.table.drop(columns=[c for c in s.hide_if_constant
+                                              if c in s.table and s.table[c].nunique(dropna=False) <= 1])
+    return sections
+
+
+def _short_names(runs) -> dict:
+    """label -> the id after the last '-' of a run folder name (the whole label when ids would clash)."""
+    short = {r.label: r.label.rsplit("-", 1)[-1] for r in runs}
+    return short if len(set(short.values())) == len(short) else {r.label: r.label for r in runs}
+
+
+def _side_by_side(s: Section) -> pd.DataFrame:
+    """bench with several runs: one row per (case, shape, device, threads); columns METRIC@RUN_ID
+    (RUN_ID: the hex id ending the run folder's name), the runs side by side under each metric."""
+    keys = ["case", "shape", "device", "threads"]
+    short = _short_names(s.runs)
+    out = s.table[keys].drop_duplicates().reset_index(drop=True)
+    for r in s.runs:
+        part = s.table.loc[s.table["run"] == r.label, keys + BENCH_SIDE_BY_SIDE].drop_duplicates(subset=keys)
+        out = out.merge(part.rename(columns={m: f"{m}@{short[r.label]}" for m in BENCH_SIDE_BY_SIDE}),
+                        on=keys, how="left")
+    ordered = [f"{m}@{short[r.label]}" for m in BENCH_SIDE_BY_SIDE for r in s.runs]
+    return out[keys + ordered]
+
+
+def _group(sections, column: str) -> None:
+    having = [s for s in sections if column in s.table.columns]
+    if not having:
+        available = sorted({c for s in sections for c in s.table.columns})
+        raise ValueError(f"--group-by {column}: no such column; available: {', '.join(available)} "
+                         "(or any option in the runs' config.json)")
+    for s in having:
+        metrics = [m for m in s.metrics if m in s.table.columns and m != column]
+        mixed = not _is_numeric(s.table[column]) and s.table[column].map(type).nunique() > 1
+        groups = s.table.groupby(column, dropna=False, sort=not mixed)  # mixed types do not sort
+        out = groups.size().rename("count").to_frame()
+        for m in metrics:
+            agg = groups[m].agg(["mean", "min", "max"])
+            for stat in ("mean", "min", "max"):
+                out[f"{m}_{stat}"] = agg[stat]
+        s.display = s.table = out.reset_index()
+        s.grouped_by = column
+        s.title += f", grouped by {column} (count: rows per group)"
+
+
+# --------------------------------------------------------------------------- formatting
+
+def format_value(value) -> str:
+    if value is None or value is pd.NA:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "-"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v.is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    return str(value)
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    values = column.dropna()
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
+
+
+def _cells(frame: pd.DataFrame):
+    heads = [str(c) for c in frame.columns]
+    rows = [[format_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
+    right = [_is_numeric(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
+    return heads, rows, right, widths
+
+
+def render_text(frame: pd.DataFrame) -> str:
+    heads, rows, right, widths = _cells(frame)
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, r, w in zip(cells, right, widths)).rstrip()
+
+    return "\n".join([line(heads)] + [line(r) for r in rows])
+
+
+def render_markdown(frame: pd.DataFrame) -> str:
+    heads, rows, right, widths = _cells(frame)
+    esc = [[c.replace("|", "\\|") for c in r] for r in [heads] + rows]
+    widths = [max(3, max(len(r[i]) for r in esc)) for i in range(len(heads))]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, r, w in zip(cells, right, widths)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for r, w in zip(right, widths)) + "|"
+    return "\n".join([line(esc[0]), rule] + [line(r) for r in esc[1:]])
+
+
+def render(sections, fmt: str) -> str:
+    if fmt == "csv":
+        frames = [s.display.assign(section=s.kind) for s in sections]
+        frame = pd.concat(frames, ignore_index=True, sort=False)
+        frame = frame[["section"] + [c for c in frame.columns if c != "section"]]
+        return frame.to_csv(index=False)
+    blocks = []
+    for s in sections:
+        if fmt == "markdown":
+            blocks.append(f"### {s.title}\n\n{s.note}\n\n{render_markdown(s.display)}\n")
+        else:
+            blocks.append(f"{s.title}\n({s.note})\n{render_text(s.display)}\n")
+    return "\n".join(blocks)
+
+
+# --------------------------------------------------------------------------- the command
+
+def analyse(paths, fmt: str = "table", plot_dir=None, group_by: str | None = None, note=print):
+    """Read `paths`, return (the summary text in `fmt`, the figure files written to `plot_dir`)."""
+    if fmt not in FORMATS or not paths:
+        raise ValueError(f"give at least one PATH and a --format of {', '.join(FORMATS)}")
+    if plot_dir is not None:
+        from runner import analyse_plots
+
+        analyse_plots.pyplot()  # a missing matplotlib is an error before any work
+    runs = collect(paths, note=note)
+    sections = build_sections(runs, group_by=group_by)
+    written = analyse_plots.write_all(sections, Path(plot_dir), note=note) if plot_dir is not None else []
+    return render(sections, fmt), written

@@ -1,0 +1,232 @@
+"""The figures of `nbnets analyse --plot DIR` (matplotlib, Agg backend).
+
+    train-charlm_loss.png  train and validation loss against step and against seconds, every run
+    train-cnn_loss.png     train and test loss against step and seconds, test accuracy against step
+    grad-decay.png         ||dL/dh_t|| / ||dL/dh_T|| against t per cell (log y), one panel per run
+    grad-decay_rates.png   effective rate and lambda1 * gamma against rho(W_hh), when rho varies
+    bench_speedup.png      speedup of numbanets over torch and numpy per case (log y), runs side by side
+
+Each file is drawn into memory and written atomically (temporary name, rename).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+PLOT_HINT = "pip install -e '.[plot]'"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; ValueError (one line) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
+    return plt
+
+
+def save(plt, fig, path: Path) -> Path:
+    from numbanets.checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def write_all(sections, out_dir: Path, note=print) -> list[Path]:
+    """Draw every figure the sections allow into out_dir; the paths written."""
+    plt = pyplot()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot write to --plot {out_dir}: {exc.strerror or exc}") from None
+    drawers = {
+        "train-charlm": [("train-charlm_loss.png", _charlm)],
+        "train-cnn": [("train-cnn_loss.png", _cnn)],
+        "grad-decay": [("grad-decay.png", _grad_ratio), ("grad-decay_rates.png", _rates)],
+        "bench": [("bench_speedup.png", _bench)],
+    }
+    written = []
+    for section in sections:
+        for name, draw in drawers[section.kind]:
+            fig = draw(plt, section, note)
+            if fig is not None:
+                written.append(save(plt, fig, out_dir / name))
+    return written
+
+
+def _legend(ax, n):
+    ax.legend(fontsize=7 if n > 4 else 8, loc="best")
+
+
+def _charlm(plt, section, note):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for i, run in enumerate(section.runs):
+        m = run.tables["metrics"]
+        val = m.dropna(subset=["val_loss"])
+        for ax, x in zip(axes, ("step", "elapsed_s")):
+            ax.plot(m[x], m["train_loss"], color=f"C{i % 10}", lw=0.8, alpha=0.35)
+            ax.plot(val[x], val["val_loss"], color=f"C{i % 10}", lw=1.8, marker="o", ms=3,
+                    label=run.legend if x == "step" else None)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("seconds (elapsed_s)")
+    axes[0].set_ylabel("loss (nats per character)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    _legend(axes[0], len(section.runs))
+    fig.suptitle("train-charlm: validation loss (thick, markers) and train loss per step (thin)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _cnn(plt, section, note):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for i, run in enumerate(section.runs):
+        m = run.tables["metrics"]
+        color = f"C{i % 10}"
+        for ax, x in zip(axes[:2], ("step", "elapsed_s")):
+            ax.plot(m[x], m["test_loss"], color=color, lw=1.8, marker="o", ms=3,
+                    label=run.legend if x == "step" else None)
+            ax.plot(m[x], m["train_loss"], color=color, lw=1.0, ls="--", marker=".", alpha=0.6)
+        axes[2].plot(m["step"], m["test_acc"], color=color, lw=1.8, marker="o", ms=3)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("seconds (elapsed_s)")
+    axes[2].set_xlabel("step")
+    axes[0].set_ylabel("loss")
+    axes[1].sharey(axes[0])
+    axes[2].set_ylabel("test accuracy")
+    axes[2].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    _legend(axes[0], len(section.runs))
+    fig.suptitle("train-cnn: test loss (solid) and train loss (dashed) per epoch; test accuracy", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _grad_ratio(plt, section, note):
+    from matplotlib.ticker import MaxNLocator
+
+    runs = [r for r in section.runs if "grad_decay" in r.tables]
+    if not runs:
+        note("grad-decay.png not written: it needs grad_decay.csv, and only summary.csv was given")
+        return None
+    ncols = min(3, len(runs))
+    nrows = math.ceil(len(runs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(7.0, 5.2 * ncols), 3.9 * nrows + 0.4), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        steps = run.tables["grad_decay"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = steps.assign(v=np.log10(steps["grad_ratio"].astype(float)))
+        mean = logs.groupby(["phase", "cell", "t"], sort=False)["v"].mean()  # geometric mean over seeds
+        phases = list(dict.fromkeys(steps["phase"]))
+        cells = list(dict.fromkeys(steps["cell"]))
+        for p_index, phase in enumerate(phases):
+            last = p_index == len(phases) - 1
+            for c_index, cell in enumerate(cells):
+                part = mean.loc[(phase, cell)].sort_index()
+                label = cell if len(phases) == 1 else f"{cell} @step {phase}" if last or p_index == 0 else None
+                ax.plot(part.index, 10.0 ** part.to_numpy(), marker="o", ms=3, color=f"C{c_index % 10}",
+                        ls="-" if last else "--", alpha=1.0 if last else 0.4, label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("time step t")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("||dL/dh_t|| / ||dL/dh_T||")
+        ax.set_title(run.legend, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        _legend(ax, len(cells) * len(phases))
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle("grad-decay: gradient ratio against time step\n(geometric mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _rates(plt, section, note):
+    table = section.table if section.grouped_by is None else None
+    if table is None or table["rho"].dropna().nunique() < 2:
+        return None  # one rho: nothing to draw against
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for c_index, (cell, part) in enumerate(table.groupby("cell", sort=False)):
+        color = f"C{c_index % 10}"
+        part = part.dropna(subset=["rho"]).sort_values("rho")
+        if part.empty:
+            continue
+        ax.plot(part["rho"], part["effective_rate"], marker="o", ls="none", color=color,
+                label=f"{cell}: effective rate")
+        if part["lambda1_gamma"].notna().any():
+            ax.plot(part["rho"], part["lambda1_gamma"], marker="s", mfc="none", ls="none", color=color,
+                    label=f"{cell}: lambda1 * gamma")
+    ax.axhline(1.0, color="0.4", lw=0.8)
+    ax.set_xlabel("rho(W_hh)")
+    ax.set_ylabel("per-step factor")
+    ax.grid(alpha=0.3)
+    _legend(ax, 8)
+    fig.suptitle("grad-decay: per-step factors against the spectral radius, one point per run, seed, phase\n"
+                 "and cell (the LSTM has no rho)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _bench(plt, section, note):
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    table = section.table if section.grouped_by is None else None
+    if table is None:
+        return None
+    panels = [c for c in ("speedup_vs_torch", "speedup_vs_numpy") if table[c].notna().any()]
+    if not panels:
+        note("bench_speedup.png not written: no speedup in the bench tables")
+        return None
+    keys = ["case", "shape", "device", "threads"]
+    cases = table[keys].drop_duplicates()
+    names = [f"{c} {s}\n{d}" + ("" if _missing(t) else f", {float(t):g} threads")
+             for c, s, d, t in cases.itertuples(index=False, name=None)]
+    runs = section.runs
+    width = 0.8 / len(runs)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(7.0, 0.9 * len(names) * max(1, len(runs) / 2)),
+                                                      3.6 * len(panels)), squeeze=False)
+    for ax, column in zip(axes[:, 0], panels):
+        shown = [1.0]
+        for i, run in enumerate(runs):
+            part = table[table["run"] == run.label].drop_duplicates(subset=keys)
+            values = cases.merge(part, on=keys, how="left")[column].to_numpy(dtype=float)
+            ok = np.isfinite(values) & (values > 0)
+            where = x[ok] + (i - (len(runs) - 1) / 2) * width
+            ax.bar(where, values[ok] - 1.0, width, bottom=1.0, color=f"C{i % 10}",
+                   label=run.legend if len(runs) > 1 else None)  # bars grow from 1: up faster, down slower
+            for xi, v in zip(where, values[ok]):
+                ax.annotate(f"{v:.3g}x", (xi, v), ha="center", va="bottom" if v >= 1 else "top", fontsize=7)
+            shown += list(values[ok])
+        ax.axhline(1.0, color="0.3", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylim(min(shown) / 1.6, max(shown) * 1.6)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(x, names, fontsize=7)
+        ax.set_ylabel(column.replace("_", " "))
+        ax.grid(alpha=0.3, axis="y", which="both")
+        if len(runs) > 1 and column == panels[0]:
+            _legend(ax, len(runs))
+    fig.suptitle("bench: numbanets speedup per case (above 1: numbanets faster)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _missing(value) -> bool:
+    try:
+        return value is None or math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True
