@@ -436,6 +436,14 @@ def _resolve_resume(resume: str, opts: dict, given) -> tuple[Path, dict, dict]:
     return run_dir, config, merged
 
 
+def _throughput(steps: int, chars_per_step: int, seconds: float, first_step_seconds: float) -> str:
+    """Characters per second of the training steps, leaving out the first (kernel loading) when there are more."""
+    if steps > 1:
+        rate = (steps - 1) * chars_per_step / max(seconds - first_step_seconds, 1e-9)
+        return f"{rate:,.0f} (training steps after the first, which loads the compiled kernels)"
+    return f"{steps * chars_per_step / max(seconds, 1e-9):,.0f} (training steps only)"
+
+
 def _samples_upto(text: str, step: int) -> str:
     """The blocks of samples.txt written at steps <= `step` (a resumed run rewrites the rest)."""
     import re
@@ -555,6 +563,7 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
     bar = ProgressBar(target, start=start, enabled=not o["quiet"])
     t_start = time.perf_counter()
     train_seconds = 0.0
+    first_step_seconds = 0.0  # the session's first step also loads (or compiles) the kernels
     last_ckpt = trainer.step
     interrupted = timed_out = False
     last_val = math.nan
@@ -570,7 +579,10 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
                         f"{exc}; the last good checkpoint (step {last_ckpt}) is kept in {run_dir}"
                     ) from None
                 step = row.pop("step")
-                train_seconds += row.pop("seconds")
+                seconds = row.pop("seconds")
+                train_seconds += seconds
+                if step == start + 1:
+                    first_step_seconds = seconds
                 final = step == target
                 elapsed = time.perf_counter() - t_start
                 will_stop = stop.requested or (o["max_time"] is not None and elapsed >= o["max_time"])
@@ -617,7 +629,7 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
         "run": str(run_dir),
         "steps": f"{trainer.step} (epoch {trainer.step / trainer.windows:.2f})",
         "time": f"{session:.1f} s" + (f" this session, {elapsed0 + session:.1f} s in all" if elapsed0 else ""),
-        "chars/s": f"{(trainer.step - start) * trainer.chars_per_step / max(train_seconds, 1e-9):,.0f} (training steps only)",
+        "chars/s": _throughput(trainer.step - start, trainer.chars_per_step, train_seconds, first_step_seconds),
         "train loss": f"{rows[-1]['train_loss']:.4f} nats/char ({rows[-1]['train_bpc']:.3f} bpc)",
         "val loss": f"{last_val:.4f} nats/char ({last_val / LN2:.3f} bpc)",
         "best val loss": f"{trainer.best_val:.4f} at step {trainer.best_step} (best.npz)",
