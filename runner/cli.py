@@ -358,6 +358,55 @@ def sample(source, prime, length, temperature, top_k, seed, device):
 
 
 # --- nbnets bench (runner/bench*.py) ---
+# runner.bench.case_names(), kept here so --help needs no numba import (tests/test_bench.py checks they agree)
+_BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fwd-bwd, rnn-fwd-bwd, charlm-mini, "
+                "charlm-char-rnn, charlm-large, cnn-digits, first-step-cold, first-step-warm")
+
+
+@main.command()
+@click.option("--suite", type=click.Choice(("kernels", "train", "all")), default="all", show_default=True,
+              help="kernels: conv2d, max_pool2d, LSTM and RNN forward+backward; train: whole training steps "
+                   "of the char LMs and the digits CNN, their peak memory, and the time to the first step.")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="cpu", show_default=True,
+              help="Where numbanets and torch run (cuda: against PyTorch CUDA, timed with CUDA events; the "
+                   "numpy peer stays on the CPU). auto: the GPU when numba can use one.")
+@click.option("--repeat", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Timed runs per implementation and case (fewer when --max-seconds runs out, at least 3).")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="About how long to time one implementation of one case.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Untimed runs after the first (compiling, checked) run.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads of numba, torch and the BLAS, the same for all (default: numba's default, all cores).")
+@click.option("--case", "cases", multiple=True,
+              help=f"Run only these cases (repeatable or comma-separated; a prefix such as conv2d, charlm or "
+                   f"first-step selects a family): {_BENCH_CASES}. The sgemm ceiling always runs.")
+@click.option("--tiny", is_flag=True, help="Toy shapes: a smoke test of the bench itself (timings mean little).")
+@click.option("--no-torch", is_flag=True, help="Do not run the PyTorch peer even when torch is installed.")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Results folder; the run goes to OUT/bench/<timestamp>-<id>/.")
+@user_errors
+def bench(**options):
+    """Time numbanets against plain numpy and PyTorch, in the same process.
+
+    Before timing, every peer runs on the same inputs and must give numbanets'
+    numbers (else exit 1). Compile time is excluded; rows give the median, min
+    and max in ms, GFLOP/s and the fraction of the machine's measured sgemm
+    rate, peak memory of the training steps (each in a fresh process; empty
+    for kernel cases), and speedup_vs_torch / speedup_vs_numpy (peer's median /
+    numbanets'). Writes bench.csv and config.json to OUT/bench/<timestamp>-<id>/
+    and prints the table. The full CPU run takes a few minutes; Ctrl-C stops
+    it with the rows measured so far written (exit code 130).
+    """
+    from runner import bench as bench_mod
+    from runner.bench_measure import PeerMismatch
+
+    try:
+        result = bench_mod.run(options, echo=click.echo)
+    except PeerMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.interrupted:
+        click.get_current_context().exit(130)
 
 
 # --- nbnets analyse (runner/analyse.py) ---

@@ -30,6 +30,11 @@ if getattr(config, "ENABLE_CUDASIM", False):
     pytest.skip("PTX needs the real CUDA compiler; NUMBA_ENABLE_CUDASIM is on", allow_module_level=True)
 
 try:
+    import numba_cuda  # noqa: F401  the cuda extra (numba-cuda); numba's own old CUDA target compiles differently
+except ImportError:
+    pytest.skip("PTX tests need the cuda extra: pip install -e '.[cuda]'", allow_module_level=True)
+
+try:
     from numba import cuda
     from numba.cuda.dispatcher import CUDADispatcher
 except Exception as exc:  # pragma: no cover - numba without its CUDA target

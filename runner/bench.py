@@ -1,0 +1,276 @@
+"""`nbnets bench`: numbanets against plain numpy and PyTorch, in the same process and run.
+
+    nbnets bench [--suite kernels|train|all] [--device cpu|cuda|auto] [--repeat N] [--case NAME]
+                 [--threads N] [--tiny] [--no-torch] [--out DIR]
+
+writes OUT/bench/<timestamp>-<id>/bench.csv (COLUMNS; rewritten after every case,
+so an interrupted run keeps what it measured) and config.json, and prints a
+table. The cases are in runner.bench_cases, the numpy peers in
+runner.bench_peers, the torch peers in runner.bench_torch, the measuring in
+runner.bench_measure. Per case:
+
+1. Every implementation runs once on the same float32 inputs and its outputs
+   are compared with numbanets' (PeerMismatch, exit 1, when a peer is off by
+   more than 1e-3 relative): a speedup is never over a wrong result. This run
+   also compiles, so compile time is excluded; --warmup more runs follow.
+2. Each implementation is timed in blocks of back-to-back runs, in two
+   alternating rounds when --repeat >= 6 (a change of machine load hits all
+   alike): at most --repeat runs, and about --max-seconds, per implementation
+   and case (at least 3 runs). A row holds the median, min and max in ms,
+   GFLOP/s at the median and its fraction of the ceiling: the sgemm rate of
+   the machine (numpy `@` on 2048 x 2048 float32, its fastest run; on CUDA
+   torch.matmul when torch has CUDA), measured first, row "sgemm-2048".
+   speedup_vs_torch / speedup_vs_numpy (numbanets rows) = the peer's median /
+   numbanets' median (above 1: numbanets is faster).
+
+numba, torch and the BLAS (threadpoolctl) all use --threads threads.
+
+peak_rss_mb (training cases, CPU only): each (case, implementation) runs in a
+fresh process that first runs a tiny model of the same kind (kernels loaded,
+thread pools up), then resets the RSS high-water mark (/proc/self/clear_refs)
+and reads VmRSS as its baseline, builds the full model and runs 3 steps: the
+value is VmHWM minus that baseline (model, optimizer state, activations,
+temporaries; not the interpreter, libraries or compiled code). glibc's mmap
+threshold is fixed at 128 KiB there so freed large blocks leave the RSS.
+Kernel cases and CUDA runs leave it empty: in one process RSS has one
+high-water mark for the whole run.
+
+first-step-cold / first-step-warm (numbanets): wall time from starting a new
+Python process (import numbanets, build the char-rnn LSTM, one training step)
+to the end of that step, with NUMBA_CACHE_DIR a new empty folder (cold: all
+compiles) and then the same folder again (warm: loaded from the disk cache).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+COMMAND = "bench"
+COLUMNS = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
+           "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]
+SUITES = ("kernels", "train", "all")
+DEVICES = ("auto", "cpu", "cuda")
+FIRST_STEP = ("first-step-cold", "first-step-warm")
+SGEMM_N, TINY_SGEMM_N = 2048, 256
+DEFAULTS = {"suite": "all", "device": "cpu", "repeat": 20, "warmup": 2, "max_seconds": 3.0, "threads": None,
+            "cases": (), "tiny": False, "no_torch": False, "out": "results"}
+
+
+def case_names() -> list[str]:
+    """Every case name --case accepts, in the order the bench runs them (sgemm always runs)."""
+    from runner.bench_cases import build_cases
+
+    return list(dict.fromkeys(c.name for c in build_cases(tiny=True))) + list(FIRST_STEP)
+
+
+def validate(opts: dict) -> dict:
+    o = {**DEFAULTS, **{k: v for k, v in opts.items() if k in DEFAULTS}}
+    if o["suite"] not in SUITES:
+        raise ValueError(f"--suite must be one of {', '.join(SUITES)}, got {o['suite']!r}")
+    if o["device"] not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {o['device']!r}")
+    for name, low in (("repeat", 1), ("warmup", 0)):
+        if not isinstance(o[name], int) or o[name] < low:
+            raise ValueError(f"--{name} must be an integer >= {low}, got {o[name]!r}")
+    if not (isinstance(o["max_seconds"], (int, float)) and o["max_seconds"] > 0):
+        raise ValueError(f"--max-seconds must be > 0, got {o['max_seconds']!r}")
+    if o["threads"] is not None and (not isinstance(o["threads"], int) or o["threads"] < 1):
+        raise ValueError(f"--threads must be an integer >= 1, got {o['threads']!r}")
+    wanted = [w.strip() for item in (o["cases"] or ()) for w in str(item).split(",") if w.strip()]
+    names = case_names()
+    for w in wanted:
+        if not any(n == w or n.startswith(w + "-") for n in names):
+            raise ValueError(f"--case {w!r} is not a case; choose from {', '.join(names)} "
+                             f"(or a prefix such as conv2d, charlm, first-step)")
+    o["cases"] = tuple(wanted)
+    return o
+
+
+def _selected(name: str, suite: str, o: dict) -> bool:
+    """In --suite, and named by --case when that is given (a name or the prefix of a family)."""
+    in_suite = o["suite"] in ("all", suite)
+    return in_suite and (not o["cases"] or any(name == w or name.startswith(w + "-") for w in o["cases"]))
+
+
+# --------------------------------------------------------------------------- one case
+
+def bench_case(case, ctx, o: dict, threads: int, ceilings: dict) -> tuple[list[dict], dict]:
+    """(rows, {peer: (error, output)}): check the peers against numbanets, then time every implementation."""
+    from runner.bench_measure import _row, agreement, check, time_block
+
+    peers = ("numpy",) + (("torch",) if ctx.torch is not None else ())
+    errors = agreement(case, peers, ctx)
+    runners = errors.pop("runners")
+    check(case, errors)
+    rounds = 2 if o["repeat"] >= 6 else 1
+    times = {impl: [] for impl in runners}
+    for k in range(rounds):
+        for impl, runner in runners.items():
+            for _ in range(o["warmup"] if k == 0 else 0):  # right before its block: its own threads are up
+                runner.run()
+            times[impl] += time_block(runner, math.ceil(o["repeat"] / rounds), o["max_seconds"] / rounds)
+    rows = [_row(case.name, case.shape, impl, r.device, threads, times[impl], case.flops, ceilings.get(r.device))
+            for impl, r in runners.items()]
+    by_impl = {r["impl"]: r for r in rows}
+    nb = by_impl["numbanets"]
+    for peer in peers:
+        nb[f"speedup_vs_{peer}"] = by_impl[peer]["median_ms"] / nb["median_ms"]
+    return rows, errors
+
+
+def _progress(k: int, total: int, case, rows: list[dict], errors: dict) -> str:
+    parts = [f"{r['impl']} {r['median_ms']:.3f} ms" for r in rows]
+    nb = next(r for r in rows if r["impl"] == "numbanets")
+    if not math.isnan(nb["speedup_vs_torch"]):
+        parts.append(f"x{nb['speedup_vs_torch']:.2f} vs torch")
+    worst = max((e for e, _ in errors.values()), default=0.0)
+    return f"[{k:>2}/{total}] {case.name:<15} {case.shape:<46} " + "  ".join(parts) + f"  (agree {worst:.0e})"
+
+
+# --------------------------------------------------------------------------- the command
+
+def _first_step_rows(o, device, threads, echo) -> list[dict]:
+    from runner.bench_cases import CHARLM, TINY_CHARLM
+    from runner.bench_measure import _row, first_step_ms
+
+    cfg = {**CHARLM["charlm-char-rnn"], **(TINY_CHARLM["charlm-char-rnn"] if o["tiny"] else {}), "device": device}
+    cfg.pop("optimizer")
+    shape = (f"LSTM {cfg['layers']}x{cfg['hidden']} batch {cfg['batch']} seq {cfg['seq']} vocab {cfg['vocab']}: "
+             "new process to first step")
+    rows = []
+    cache = tempfile.mkdtemp(prefix="nbnets-bench-cache-")
+    try:
+        for name in FIRST_STEP:
+            runs = 1 if name.endswith("cold") else max(1, min(3, o["repeat"]))
+            times = [first_step_ms(cfg, cache, threads) for _ in range(runs)]  # cold: the first run fills it
+            rows.append(_row(name, shape, "numbanets", device, threads, times, 0.0, None))
+            echo(f"{name:<15} {statistics.median(times) / 1e3:.2f} s "
+                 f"({'empty' if name.endswith('cold') else 'filled'} NUMBA_CACHE_DIR)")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    frame: object        # pandas DataFrame of bench.csv
+    interrupted: bool    # Ctrl-C: the rows measured so far are written
+
+
+def run(opts: dict, echo=None) -> Result:
+    """Run the bench with `opts` (DEFAULTS' keys)."""
+    import numba
+    import pandas as pd
+
+    from numbanets.device import resolve
+    from runner import bench_torch
+    from runner.bench_cases import Ctx, build_cases
+    from runner.bench_measure import TOL, Threads, peak_memory, sgemm
+    from runner.runs import new_run_dir, write_config, write_csv, write_json
+
+    echo = echo or (lambda s: print(s, flush=True))
+    o = validate(opts)
+    device = resolve(o["device"])
+    torch, torch_note = bench_torch.load(o["no_torch"], device)
+    ctx = Ctx(device, torch)
+    threads = o["threads"] or numba.get_num_threads()
+    cases = [c for c in build_cases(o["tiny"]) if _selected(c.name, c.suite, o)]
+    first_step = any(_selected(n, "train", o) for n in FIRST_STEP)
+    if not cases and not first_step:
+        raise ValueError(f"no case of --suite {o['suite']} matches --case {','.join(o['cases'])}")
+    t_start = time.perf_counter()
+    rows, agree, notes, interrupted = [], {}, [], False
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    if load > 0.5 * (os.cpu_count() or 1):  # before the bench itself runs: other work shares the cores
+        notes.append(f"the machine was busy when the bench started (load average {load:.1f} on {os.cpu_count()} "
+                     "cores): the timings are noisy, compare ratios of runs made alone")
+
+    def save():
+        frame = pd.DataFrame(rows)
+        write_csv(run_dir / "bench.csv", frame[COLUMNS], float_format="%.6g")
+        return frame
+
+    with Threads(threads, torch) as th:
+        run_dir = new_run_dir(o["out"], COMMAND)
+        config = write_config(run_dir, COMMAND, o, device=device, threads=threads, blas=th.blas, torch=torch_note,
+                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=TOL)
+        echo(f"bench   {len(cases)} cases{' + first step' if first_step else ''} on {device}, {threads} threads; "
+             f"torch: {torch_note}; BLAS: {th.blas}")
+        echo(f"run     {run_dir}")
+        for note in notes:
+            echo(f"note    {note}")
+        n = TINY_SGEMM_N if o["tiny"] else SGEMM_N
+        ceilings = {}
+        for where in ("cpu",) + (("cuda",) if device == "cuda" and torch is not None else ()):
+            row, ceilings[where] = sgemm(n, o["repeat"], o["max_seconds"], Ctx(where, torch))
+            row["threads"] = threads
+            rows.append(row)
+            echo(f"ceiling sgemm {n} on {where}: {ceilings[where]:.1f} GFLOP/s (fastest of {row['runs']} runs)")
+        save()
+        try:
+            for k, case in enumerate(cases, 1):
+                case_rows, errors = bench_case(case, ctx, o, threads, ceilings)
+                rows += case_rows
+                agree[f"{case.name} {case.shape}"] = {impl: [e, key] for impl, (e, key) in errors.items()}
+                echo(_progress(k, len(cases), case, case_rows, errors))
+                save()
+            train = [c for c in cases if c.train]
+            jobs = list(dict.fromkeys((c.name, r["impl"]) for c in train for r in rows if r["case"] == c.name))
+            jobs = jobs if device == "cpu" else []
+            # fresh processes: one after the other (their times are measured), except with --tiny
+            with ThreadPoolExecutor(max_workers=2 if o["tiny"] else 1) as pool:
+                if jobs:
+                    echo(f"memory  peak RSS of {len(jobs)} (case, impl) pairs, in a fresh process per impl")
+                    memory = pool.submit(peak_memory, jobs, o["tiny"], threads)
+                first = pool.submit(_first_step_rows, o, device, threads, echo) if first_step else None
+                if jobs:
+                    peaks, failed = memory.result()
+                    notes += failed
+                    for r in rows:
+                        r["peak_rss_mb"] = peaks.get((r["case"], r["impl"]), r["peak_rss_mb"])
+                    save()
+                if first is not None:
+                    rows += first.result()
+        except KeyboardInterrupt:
+            interrupted = True
+            notes.append("interrupted (Ctrl-C): the table holds what was measured before")
+    frame = save()
+    seconds = time.perf_counter() - t_start
+    config.update(ceiling_gflops=ceilings, agreement=agree, notes=notes, interrupted=interrupted,
+                  seconds=round(seconds, 1),
+                  runs=[{k: r[k] for k in ("case", "shape", "impl", "runs")} for r in rows])
+    write_json(run_dir / "config.json", config)
+    echo("")
+    echo(render(frame))
+    for note in notes:
+        echo(f"note: {note}")
+    echo(f"wrote {run_dir / 'bench.csv'} ({len(frame)} rows, {seconds:.0f} s)")
+    return Result(run_dir, frame[COLUMNS], interrupted)
+
+
+def render(frame) -> str:
+    """The bench table as aligned text: names left, numbers right, empty where NaN."""
+    formats = {"threads": ".0f", "median_ms": ".3f", "min_ms": ".3f", "max_ms": ".3f", "gflops": ".1f",
+               "fraction_of_peak": ".2f", "peak_rss_mb": ".1f", "speedup_vs_torch": ".2f", "speedup_vs_numpy": ".2f"}
+    heads = {"fraction_of_peak": "of_peak", "peak_rss_mb": "rss_mb", "speedup_vs_torch": "vs_torch",
+             "speedup_vs_numpy": "vs_numpy"}
+
+    def cell(col, v):
+        if col not in formats:
+            return str(v)
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, formats[col])
+
+    table = [[heads.get(c, c) for c in COLUMNS]]
+    table += [[cell(c, v) for c, v in zip(COLUMNS, row)] for row in frame[COLUMNS].itertuples(index=False)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) if c not in formats else v.rjust(w)
+                               for c, v, w in zip(COLUMNS, r, widths)).rstrip() for r in table)

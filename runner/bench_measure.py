@@ -1,0 +1,366 @@
+"""How `nbnets bench` measures: agreement, timing, the sgemm ceiling, threads, fresh processes.
+
+agreement(case)   one run of every implementation on the same inputs, outputs compared with
+                  numbanets' (max |peer - numbanets| / max |numbanets| per output; for a training
+                  step's updated weights, relative to the size of numbanets' update); check() raises
+                  PeerMismatch above the tolerance.
+time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off.
+sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
+Threads           numba, torch and the BLAS (threadpoolctl) set to the same thread count.
+memory_child / peak_memory   peak memory of a training case in a fresh process (see runner.bench).
+first_step_ms     wall time from a new process to the end of its first training step.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOL = 1e-3          # max |peer - numbanets| / max |numbanets| per output
+GRAD_FLOOR = 1e-3   # parameters whose gradient is below this fraction of its array's largest are not compared
+MEMORY_STEPS = 3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeerMismatch(RuntimeError):
+    """A peer's outputs differ from numbanets' on the same inputs."""
+
+
+# --------------------------------------------------------------------------- agreement
+
+def _error(key, want, have, ref, initial) -> float:
+    """max |have - want| / max |want| for one output (inf when the shapes or any integer differ)."""
+    if isinstance(want, float):
+        return abs(float(have) - want) / max(abs(want), 1e-30)
+    want, have = np.asarray(want), np.asarray(have)
+    if want.shape != have.shape:
+        return math.inf
+    if np.issubdtype(want.dtype, np.integer):
+        return math.inf if np.any(want != have) else 0.0  # indices must match exactly
+    w, diff = want.astype(np.float64), np.abs(want.astype(np.float64) - have.astype(np.float64))
+    scale = np.max(np.abs(w)) if w.size else 0.0
+    if key.startswith("param.") and initial is not None:
+        # compare the update (the step from the common initial weights), not the weights, and skip the
+        # elements whose gradient is rounding noise: a first RMSprop/Adagrad/Adam step moves every
+        # weight by about lr * sign(gradient), whatever the gradient's size
+        name = key[len("param."):]
+        scale = np.max(np.abs(w - initial[name])) if w.size else 0.0
+        g = np.abs(np.asarray(ref[f"grad.{name}"], dtype=np.float64))
+        diff = diff[g >= GRAD_FLOOR * g.max()] if g.size and g.max() > 0 else diff
+    worst = float(np.max(diff)) if diff.size else 0.0
+    return worst / scale if scale > 0 else worst
+
+
+def compare(ref: dict, got: dict, initial: dict | None = None) -> tuple[float, str]:
+    """(largest error, the output it is in) of a peer's outputs `got` against numbanets' `ref`."""
+    worst, where = 0.0, ""
+    for key, want in ref.items():
+        err = _error(key, want, got[key], ref, initial) if key in got else math.inf
+        if not err <= worst:  # NaN counts as worst
+            worst, where = err, key
+    return worst, where
+
+
+def agreement(case, impls=("numpy", "torch"), ctx=None, seed: int = 0, inputs=None) -> dict:
+    """{impl: (error, output)}: one run of every impl on the same inputs, compared with numbanets.
+
+    Also returns each impl's runner under "runners" (after its first run: compiled, warmed up).
+    """
+    from runner.bench_cases import Ctx
+
+    ctx = ctx or Ctx()
+    inputs = case.make(np.random.default_rng(seed)) if inputs is None else inputs
+    runners = {impl: case.impls[impl](inputs, ctx) for impl in ("numbanets", *impls)}
+    outs = {impl: r.outputs(r.run()) for impl, r in runners.items()}
+    initial = inputs.get("state")
+    result = {impl: compare(outs["numbanets"], outs[impl], initial) for impl in impls}
+    result["runners"] = runners
+    return result
+
+
+def check(case, errors: dict, tol: float = TOL) -> None:
+    """PeerMismatch naming the first peer whose error exceeds tol."""
+    for impl, (err, key) in errors.items():
+        if impl != "runners" and not err <= tol:
+            raise PeerMismatch(f"{case.name} ({case.shape}): {impl} disagrees with numbanets in {key!r}: "
+                               f"max relative error {err:.3g} > {tol:g}; not timed")
+
+
+# --------------------------------------------------------------------------- timing
+
+def _clock(runner):
+    """A function running runner.run() once and returning its time in ms."""
+    if runner.timer == "numba-cuda":
+        from numba import cuda
+        make_event, sync = cuda.event, cuda.synchronize
+    elif runner.timer == "torch-cuda":
+        import torch
+        make_event, sync = (lambda: torch.cuda.Event(enable_timing=True)), torch.cuda.synchronize
+    else:
+        def once():
+            t0 = time.perf_counter()
+            runner.run()
+            return (time.perf_counter() - t0) * 1e3
+        return once
+    sync()
+
+    def once_cuda():
+        start, end = make_event(), make_event()
+        t0 = time.perf_counter()
+        start.record()
+        runner.run()
+        end.record()
+        end.synchronize()
+        ms = start.elapsed_time(end)
+        return ms if ms >= 0 else (time.perf_counter() - t0) * 1e3  # the CUDA simulator records no time
+    return once_cuda
+
+
+def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3) -> list[float]:
+    """Up to `runs` timed calls (ms), stopping after max_seconds once min_runs are done; GC off meanwhile."""
+    once = _clock(runner)
+    gc.collect()
+    gc.disable()
+    try:
+        times, t_end = [], time.perf_counter() + max_seconds
+        while len(times) < runs:
+            times.append(once())
+            if len(times) >= min(min_runs, runs) and time.perf_counter() > t_end:
+                break
+        return times
+    finally:
+        gc.enable()
+
+
+def _row(case, shape, impl, device, threads, times, flops, peak, rss=math.nan) -> dict:
+    med = statistics.median(times) if times else math.nan
+    gflops = flops / (med * 1e-3) / 1e9 if flops and med > 0 else math.nan
+    return dict(case=case, shape=shape, impl=impl, device=device, threads=threads, median_ms=med,
+                min_ms=min(times, default=math.nan), max_ms=max(times, default=math.nan), gflops=gflops,
+                fraction_of_peak=gflops / peak if peak and peak > 0 else math.nan, peak_rss_mb=rss,
+                speedup_vs_torch=math.nan, speedup_vs_numpy=math.nan, runs=len(times))
+
+
+def sgemm(n: int, repeat: int, max_seconds: float, ctx) -> tuple[dict, float]:
+    """(row, ceiling GFLOP/s at the fastest run): numpy `@` (CPU) or torch.matmul (CUDA) on n x n float32."""
+    from runner.bench_cases import Runner
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, n, n), dtype=np.float32)
+    if ctx.device == "cuda":
+        torch = ctx.torch
+        a, b = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        runner, impl = Runner(lambda: a @ b, None, "torch-cuda", "cuda"), "torch"
+    else:
+        runner, impl = Runner(lambda: a @ b, None), "numpy"
+    for _ in range(2):
+        runner.run()
+    times = time_block(runner, max(repeat, 3), max_seconds)
+    flops = 2.0 * n ** 3
+    ceiling = flops / (min(times) * 1e-3) / 1e9
+    shape = f"{n}x{n} @ {n}x{n} float32"
+    return _row(f"sgemm-{n}", shape, impl, ctx.device, None, times, flops, ceiling), ceiling
+
+
+# --------------------------------------------------------------------------- threads
+
+class Threads:
+    """numba, torch and the BLAS (threadpoolctl, when installed) all set to n threads inside the block."""
+
+    def __init__(self, n: int, torch=None):
+        import numba
+
+        self.n, self.torch, self._numba = n, torch, numba.get_num_threads()
+        if n > numba.config.NUMBA_NUM_THREADS:
+            raise ValueError(f"--threads {n} is more than numba's thread pool "
+                             f"(NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}); set NUMBA_NUM_THREADS={n}")
+        self.blas = "not limited (threadpoolctl not installed)"
+        self._limits = None
+
+    def __enter__(self):
+        import numba
+
+        numba.set_num_threads(self.n)
+        if self.torch is not None:
+            self._torch = self.torch.get_num_threads()
+            self.torch.set_num_threads(self.n)
+        try:
+            from threadpoolctl import threadpool_info, threadpool_limits
+
+            self._limits = threadpool_limits(limits=self.n, user_api="blas")
+            self.blas = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
+                                  for p in threadpool_info() if p.get("user_api") == "blas")
+        except ImportError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self._numba)
+        if self.torch is not None:
+            self.torch.set_num_threads(self._torch)
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        return False
+
+
+# --------------------------------------------------------------------------- fresh processes
+
+def _child_env(threads: int, **extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.update(extra)
+    return env
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> tuple[int, str]:
+    """(baseline KiB, method): reset VmHWM to the current RSS and return that RSS (else ru_maxrss so far).
+
+    Free heap memory goes back to the OS first (glibc malloc_trim), so that a later allocation cannot
+    reuse memory the baseline already counts.
+    """
+    import ctypes
+    import resource
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmRSS"), "VmHWM"
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
+
+
+def _peak(method: str) -> int:
+    import resource
+
+    return _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_child(arg: str) -> None:
+    """In a fresh process: for each training case of one impl, print a JSON line with the peak memory
+    (MB above the baseline) of MEMORY_STEPS steps, after a tiny model of the same kind has run."""
+    from runner.bench_cases import Ctx, train_cases
+
+    spec = json.loads(arg)
+    torch = None
+    if spec["impl"] == "torch":
+        import torch
+    warm = {c.name: c for c in train_cases(True)}
+    real = {c.name: c for c in train_cases(spec["tiny"])}
+    with Threads(spec["threads"], torch):
+        ctx = Ctx("cpu", torch)
+        for name in spec["cases"]:
+            rng = np.random.default_rng(0)
+            runner = warm[name].impls[spec["impl"]](warm[name].make(rng), ctx)
+            runner.run()
+            runner.run()
+            del runner
+            inputs = real[name].make(rng)
+            gc.collect()
+            base, method = _reset_peak()
+            runner = real[name].impls[spec["impl"]](inputs, ctx)
+            for _ in range(MEMORY_STEPS):
+                runner.run()
+            peak = _peak(method)
+            del runner, inputs
+            gc.collect()
+            print(json.dumps({"case": name, "peak_mb": max(peak - base, 0) / 1024.0, "method": method}), flush=True)
+
+
+def peak_memory(jobs: list[tuple[str, str]], tiny: bool, threads: int) -> tuple[dict, list[str]]:
+    """({(case, impl): MB or NaN}, [notes on failures]): one fresh process per impl (glibc's mmap threshold
+    fixed at 128 KiB, so freed large blocks leave the RSS), os.cpu_count() processes at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = "import sys; from runner.bench_measure import memory_child; memory_child(sys.argv[1])"
+    by_impl: dict[str, list[str]] = {}
+    for case, impl in jobs:
+        by_impl.setdefault(impl, []).append(case)
+
+    def one(impl):
+        spec = json.dumps({"cases": by_impl[impl], "impl": impl, "tiny": tiny, "threads": threads})
+        env = _child_env(threads, MALLOC_MMAP_THRESHOLD_="131072")
+        proc = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True, env=env, cwd=ROOT)
+        got = {}
+        for line in proc.stdout.splitlines():
+            try:
+                d = json.loads(line)
+                got[(d["case"], impl)] = d["peak_mb"]
+            except (ValueError, KeyError, TypeError):
+                continue
+        note = ""
+        if proc.returncode != 0 or len(got) < len(by_impl[impl]):
+            note = f"peak memory of {impl}: " + ((proc.stderr.strip().splitlines() or ["no output"])[-1])
+        return got, note
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(one, by_impl))
+    peaks = {job: math.nan for job in jobs}
+    for got, _ in results:
+        peaks.update(got)
+    return peaks, [note for _, note in results if note]
+
+
+FIRST_STEP_CODE = """
+import json, sys
+cfg = json.loads(sys.argv[1])
+import numpy as np
+from numbanets.functional import clip_grad_norm
+from numbanets.nn.models import CharLM
+from numbanets.optim import make_optimizer
+rng = np.random.default_rng(0)
+model = CharLM(cfg["vocab"], cfg["hidden"], cfg["layers"], cell=cfg["cell"], rng=rng, init_scale=0.08)
+if cfg["device"] == "cuda":
+    model.to("cuda")
+opt = make_optimizer("rmsprop", model, lr=2e-3, alpha=0.95)
+ids = rng.integers(0, cfg["vocab"], size=(cfg["seq"] + 1, cfg["batch"]))
+loss, _ = model.loss_and_grad(ids[:-1], ids[1:])
+clip_grad_norm(model.gradients(), 5.0)
+opt.step()
+print("STEP_DONE", loss, flush=True)
+"""
+
+
+def first_step_ms(cfg: dict, cache_dir: str, threads: int) -> float:
+    """ms from starting `python -c FIRST_STEP_CODE` to the line it prints after its first step."""
+    env = _child_env(threads, NUMBA_CACHE_DIR=cache_dir)
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", FIRST_STEP_CODE, json.dumps(cfg)], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=env, cwd=ROOT)
+        ms = math.nan
+        for line in proc.stdout:
+            if line.startswith("STEP_DONE"):
+                ms = (time.perf_counter() - t0) * 1e3
+                break
+        proc.communicate()
+        if proc.returncode != 0 or math.isnan(ms):
+            err.seek(0)
+            tail = (err.read().strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the first-step process failed (exit {proc.returncode}): {tail}")
+    return ms

@@ -1,0 +1,264 @@
+"""`nbnets bench`: the peers compute numbanets' numbers, and the command end to end on tiny shapes.
+
+1. Every case's plain numpy peer (and torch peer, when torch is installed) gives
+   numbanets' outputs on the same inputs: a speedup is never over a wrong result.
+   For training steps: the same loss, gradients after clipping and updated weights
+   after one step from numbanets' initial weights.
+2. The agreement check fails when a peer is wrong (a perturbed output, a wrong
+   optimizer setting), and the command then stops with exit code 1, untimed.
+3. `nbnets bench --tiny --repeat 1` writes every column, a row per case and
+   implementation, the sgemm ceiling and the first-step rows, with sensible values.
+4. Bad input is one line `Error: ...` and exit code 2 (--device cuda without a GPU,
+   an unknown --case, too many --threads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+
+import numba
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from numbanets.device import cuda_status
+from runner import bench, bench_cases, bench_measure, bench_peers
+from runner.cli import _BENCH_CASES, main
+
+CASES = bench_cases.build_cases(tiny=True)
+IDS = [f"{c.name}:{c.shape.replace(' ', '_')}" for c in CASES]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["bench", *map(str, args)], catch_exceptions=False)
+
+
+def assert_input_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def _errors(case, impls, ctx=None):
+    errors = bench_measure.agreement(case, impls, ctx)
+    errors.pop("runners")
+    return errors
+
+
+# --------------------------------------------------------------------------- the peers agree
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_numpy_peer_computes_numbanets_numbers(case):
+    err, key = _errors(case, ("numpy",))["numpy"]
+    assert err <= bench_measure.TOL, f"{case.name}: numpy differs in {key}: {err:.3g}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_torch_peer_computes_numbanets_numbers(case, torch):
+    err, key = _errors(case, ("torch",), bench_cases.Ctx("cpu", torch))["torch"]
+    assert err <= bench_measure.TOL, f"{case.name}: torch differs in {key}: {err:.3g}"
+
+
+def test_training_outputs_cover_loss_every_gradient_and_every_weight():
+    case = next(c for c in CASES if c.name == "charlm-char-rnn")
+    inputs = case.make(np.random.default_rng(0))
+    runner = case.impls["numbanets"](inputs, bench_cases.Ctx())
+    out = runner.outputs(runner.run())
+    names = list(inputs["state"])
+    assert set(out) == {"loss"} | {f"grad.{n}" for n in names} | {f"param.{n}" for n in names}
+    assert math.isfinite(out["loss"]) and out["loss"] > 0
+    moved = [n for n in names if not np.array_equal(out[f"param.{n}"], inputs["state"][n])]
+    assert moved == names  # one step changed every weight array
+
+
+def test_numpy_peers_against_float64_definitions(rng):
+    """The peers on their own: conv by its definition (sum over the window), pooling by max over windows."""
+    x = rng.standard_normal((2, 3, 5, 6))
+    w = rng.standard_normal((4, 3, 3, 2))
+    b = rng.standard_normal(4)
+    y = bench_peers.conv2d(x, w, b, (1, 1), ((1, 1), (0, 1)))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 1)))
+    want = np.zeros((2, 4, 5, 6))
+    for i in range(5):
+        for j in range(6):
+            want[:, :, i, j] = np.einsum("nckl,fckl->nf", xp[:, :, i:i + 3, j:j + 2], w) + b
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    p, idx = bench_peers.max_pool2x2(x[:, :, :4, :])
+    np.testing.assert_array_equal(p, x[:, :, :4, :].reshape(2, 3, 2, 2, 3, 2).max(axis=(3, 5)))
+    np.testing.assert_array_equal(np.take_along_axis(x[:, :, :4, :].reshape(2, 3, -1), idx.reshape(2, 3, -1), 2),
+                                  p.reshape(2, 3, -1))
+
+
+# --------------------------------------------------------------------------- the check can fail
+
+def _with_numpy(case, factory):
+    return dataclasses.replace(case, impls={**case.impls, "numpy": factory})
+
+
+def test_a_perturbed_peer_is_a_mismatch():
+    case = next(c for c in CASES if c.name == "conv2d-fwd")
+
+    def wrong(inputs, ctx):
+        r = case.impls["numpy"](inputs, ctx)
+        return bench_cases.Runner(lambda: tuple(y * np.float32(1.01) for y in r.run()), r.outputs)
+
+    bad = _with_numpy(case, wrong)
+    errors = bench_measure.agreement(bad, ("numpy",))
+    assert errors["numpy"][0] == pytest.approx(0.01, rel=1e-3) and errors["numpy"][1] == "y"
+    with pytest.raises(bench_measure.PeerMismatch, match="numpy disagrees with numbanets in 'y'"):
+        bench_measure.check(bad, errors)
+
+
+def test_a_wrong_optimizer_setting_is_a_mismatch():
+    """RMSprop with alpha 0.99 instead of 0.95: same loss and gradients, different weights after the step."""
+    case = next(c for c in CASES if c.name == "charlm-char-rnn")
+
+    def wrong(inputs, ctx):
+        m = bench_peers.CharLM(inputs["state"], dict(kind="rmsprop", lr=2e-3, alpha=0.99), bench_cases.CLIP,
+                               "lstm", 2, bench_cases.TINY_CHARLM[case.name]["vocab"])
+        return bench_cases.Runner(lambda: m.step(inputs["x"], inputs["y"]), m.outputs)
+
+    err, key = _errors(_with_numpy(case, wrong), ("numpy",))["numpy"]
+    assert err > 0.1 and key.startswith("param."), (err, key)
+
+
+def test_compare_masks_only_rounding_noise_gradients():
+    initial = {"w": np.zeros(4)}
+    ref = {"grad.w": np.array([1.0, -1.0, 1e-9, 0.5]), "param.w": np.array([-0.1, 0.1, -0.1, -0.1])}
+    flipped = {**ref, "param.w": np.array([-0.1, 0.1, 0.1, -0.1])}  # the update of a noise-sized gradient
+    assert bench_measure.compare(ref, flipped, initial) == (0.0, "")
+    wrong = {**ref, "param.w": np.array([-0.1, 0.1, -0.1, 0.1])}    # the update of a real gradient
+    assert bench_measure.compare(ref, wrong, initial) == (pytest.approx(2.0), "param.w")
+    assert bench_measure.compare(ref, {"grad.w": ref["grad.w"]}, initial)[0] == math.inf  # a missing output
+
+
+def test_a_disagreeing_peer_stops_the_command_untimed(tmp_path, monkeypatch):
+    case = next(c for c in CASES if c.name == "rnn-fwd-bwd")
+
+    def wrong(inputs, ctx):
+        r = case.impls["numpy"](inputs, ctx)
+        return bench_cases.Runner(lambda: (-r.run()[0],) + r.run()[1:], r.outputs)
+
+    monkeypatch.setattr(bench_cases, "build_cases", lambda tiny=False: [_with_numpy(case, wrong)])
+    result = invoke("--tiny", "--repeat", 1, "--case", "rnn-fwd-bwd", "--no-torch", "--out", tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "numpy disagrees with numbanets in 'hs'" in result.output and "Traceback" not in result.output
+    frame = pd.read_csv(next(tmp_path.glob("bench/*/bench.csv")))
+    assert list(frame["case"]) == [f"sgemm-{bench.TINY_SGEMM_N}"]  # the ceiling only: nothing was timed
+
+
+# --------------------------------------------------------------------------- the command end to end
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = invoke("--tiny", "--repeat", 1, "--warmup", 0, "--out", out)
+    assert result.exit_code == 0, result.output
+    [run_dir] = list((out / "bench").iterdir())
+    return result.output, run_dir, pd.read_csv(run_dir / "bench.csv")
+
+
+def test_tiny_bench_writes_every_column_and_row(tiny_run):
+    from runner.analyse import BENCH_COLUMNS
+
+    output, run_dir, frame = tiny_run
+    assert list(frame.columns) == bench.COLUMNS == BENCH_COLUMNS
+    impls = ["numbanets", "numpy"] + (["torch"] if HAS_TORCH else [])
+    rows = list(zip(frame["case"], frame["shape"], frame["impl"]))
+    assert len(rows) == len(set(rows))
+    assert {(c.name, c.shape, i) for c in CASES for i in impls} <= set(rows)
+    assert set(frame.loc[frame["case"] == f"sgemm-{bench.TINY_SGEMM_N}", "impl"]) == {"numpy"}
+    for name in bench.FIRST_STEP:
+        assert list(frame.loc[frame["case"] == name, "impl"]) == ["numbanets"]
+    assert len(frame) == 1 + len(CASES) * len(impls) + 2
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (frame["device"] == "cpu").all() and (frame["threads"] == config["threads"]).all()
+    for case in frame["case"].unique():
+        assert case in output  # the printed table
+    assert f"wrote {run_dir / 'bench.csv'}" in output
+    assert config["command"] == "bench" and config["options"]["tiny"] is True
+    assert config["ceiling_gflops"]["cpu"] > 0 and len(config["agreement"]) == len(CASES)
+
+
+def test_tiny_bench_values(tiny_run):
+    _, _, f = tiny_run
+    assert (f["median_ms"] > 0).all() and np.isfinite(f[["median_ms", "min_ms", "max_ms"]]).all().all()
+    assert (f["min_ms"] <= f["median_ms"]).all() and (f["median_ms"] <= f["max_ms"]).all()
+    flops = ~f["case"].str.startswith(("max_pool2d", "first-step"))
+    assert (f.loc[flops, "gflops"] > 0).all() and (f.loc[flops, "fraction_of_peak"] > 0).all()
+    assert f.loc[~flops, ["gflops", "fraction_of_peak"]].isna().all().all()
+    sgemm = f[f["case"].str.startswith("sgemm")].iloc[0]
+    assert 0 < sgemm["fraction_of_peak"] <= 1 + 1e-9
+    train = f["case"].isin([c.name for c in CASES if c.train])
+    assert (f.loc[train, "peak_rss_mb"] >= 0).all() and f.loc[~train, "peak_rss_mb"].isna().all()
+    nb = f["impl"] == "numbanets"
+    timed = nb & ~f["case"].str.startswith(("sgemm", "first-step"))
+    assert (f.loc[timed, "speedup_vs_numpy"] > 0).all()
+    if HAS_TORCH:
+        assert (f.loc[timed, "speedup_vs_torch"] > 0).all()
+        row = f[timed].iloc[0]
+        peer = f[(f["case"] == row["case"]) & (f["shape"] == row["shape"]) & (f["impl"] == "torch")].iloc[0]
+        assert row["speedup_vs_torch"] == pytest.approx(peer["median_ms"] / row["median_ms"], rel=1e-4)
+    assert f.loc[~timed, ["speedup_vs_torch", "speedup_vs_numpy"]].isna().all().all()
+    cold, warm = (f.loc[f["case"] == n, "median_ms"].iloc[0] for n in bench.FIRST_STEP)
+    assert cold > warm > 0  # the cold process compiles what the warm one loads
+
+
+def test_case_selection_suite_and_no_torch(tmp_path):
+    result = invoke("--tiny", "--repeat", 1, "--suite", "kernels", "--case", "rnn,max_pool2d-bwd", "--no-torch",
+                    "--threads", 1, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    f = pd.read_csv(next(tmp_path.glob("bench/*/bench.csv")))
+    assert set(f["case"]) == {f"sgemm-{bench.TINY_SGEMM_N}", "rnn-fwd-bwd", "max_pool2d-bwd"}
+    assert set(f["impl"]) == {"numbanets", "numpy"} and (f["threads"] == 1).all()
+    assert f["speedup_vs_torch"].isna().all()
+    assert "skipped (--no-torch)" in result.output
+
+
+def test_help_lists_every_case():
+    assert _BENCH_CASES.split(", ") == bench.case_names()
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0 and "--repeat" in result.output and "--case" in result.output
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    usable, reason = cuda_status()
+    if usable:
+        pytest.skip(f"CUDA is usable here: {reason}")
+    result = invoke("--device", "cuda", "--tiny", "--out", tmp_path)
+    assert_input_error(result, "--device cuda")
+    assert not (tmp_path / "bench").exists()
+
+
+def test_unknown_case_and_too_many_threads_are_one_line_errors(tmp_path):
+    assert_input_error(invoke("--case", "conv3d", "--out", tmp_path), "conv3d", "charlm-large")
+    assert_input_error(invoke("--suite", "kernels", "--case", "charlm", "--out", tmp_path),
+                       "no case of --suite kernels")
+    too_many = numba.config.NUMBA_NUM_THREADS + 1
+    assert_input_error(invoke("--tiny", "--threads", too_many, "--out", tmp_path), f"--threads {too_many}")
+
+
+# --------------------------------------------------------------------------- under the CUDA simulator
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_status()[0], reason="no CUDA device or simulator")
+def test_tiny_bench_on_cuda(tmp_path):
+    """The CUDA path (device arrays, CUDA-event timing, no memory column); run with NUMBA_ENABLE_CUDASIM=1."""
+    result = invoke("--device", "cuda", "--tiny", "--repeat", 1, "--warmup", 0, "--no-torch",
+                    "--case", "max_pool2d-fwd,rnn,charlm-mini", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    f = pd.read_csv(next(tmp_path.glob("bench/*/bench.csv")))
+    nb = f[f["impl"] == "numbanets"]
+    assert set(nb["device"]) == {"cuda"} and (nb["median_ms"] > 0).all()
+    assert set(f.loc[f["impl"] == "numpy", "device"]) == {"cpu"}
+    assert f.loc[f["case"] != f"sgemm-{bench.TINY_SGEMM_N}", "peak_rss_mb"].isna().all()
