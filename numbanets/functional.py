@@ -425,9 +425,19 @@ def rnn_forward(x, h0, w_ih, w_hh, b, activation="tanh"):
 
     x (T, N, D), h0 (N, H), w_ih (H, D), w_hh (H, H), b (H,); g is tanh, sigmoid,
     relu or identity. Returns (hs (T, N, H), cache) for rnn_backward.
+
+    x may also be an integer numpy array (T, N) of ids in 0..D-1, standing for
+    their one-hot vectors, as in lstm_forward (CPU only; rnn_backward then
+    returns None for dx).
     """
-    k = _backend_of(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     code = _activation_code(activation)
+    if _is_ids(x):
+        k = _ids_backend(h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
+        ids = _check_ids_sequence(x, h0, w_ih, w_hh, b, 1)
+        h0, w_ih, w_hh, b = (k.contiguous(a) for a in (h0, w_ih, w_hh, b))
+        hs = k.rnn.rnn_forward_projected(k.embedding.one_hot_projection(ids, w_ih), h0, w_hh, b, code)
+        return hs, ("rnn_ids", ids, h0, w_ih, w_hh, hs, code)
+    k = _backend_of(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     _check_sequence(x, h0, w_ih, w_hh, b, 1)
     _same_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     x, h0, w_ih, w_hh, b = (k.contiguous(a) for a in (x, h0, w_ih, w_hh, b))
@@ -440,6 +450,14 @@ def rnn_backward(dhs, cache):
 
     Returns (dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)).
     """
+    if isinstance(cache, tuple) and cache and cache[0] == "rnn_ids":
+        _, ids, h0, w_ih, w_hh, hs, code = cache
+        k = _backend_of(dhs=dhs, h0=h0)
+        _check_float("dhs", dhs, shape=hs.shape)
+        _same_dtype(dhs=dhs, h0=h0)
+        da, dh0 = k.rnn.rnn_backward_preactivations(k.contiguous(dhs), w_hh, hs, code)
+        dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, ids, w_ih.shape[1], h0, hs)
+        return None, dh0, dw_ih, dw_hh, db
     if not (isinstance(cache, tuple) and cache and cache[0] == "rnn"):
         raise TypeError("cache must be the second value returned by rnn_forward")
     _, x, h0, w_ih, w_hh, hs, code = cache
@@ -460,7 +478,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     a row gather of w_ih (the same numbers as the GEMM with the one-hot matrix,
     without it), and lstm_backward returns None for dx. CPU only.
     """
-    if isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
+    if _is_ids(x):
         return _lstm_forward_ids(x, h0, c0, w_ih, w_hh, b)
     k = _backend_of(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
     _check_sequence(x, h0, w_ih, w_hh, b, 4)
@@ -492,21 +510,37 @@ def lstm_backward(dhs, cache, dc_T=None):
     return k.lstm.lstm_backward(k.contiguous(dhs), k.contiguous(dc_T), x, h0, c0, w_ih, w_hh, hs, cs, gates)
 
 
-def _lstm_forward_ids(ids, h0, c0, w_ih, w_hh, b):
-    """lstm_forward with one-hot input given as integer ids (T, N) into the D columns of w_ih."""
-    k = _backend_of(h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+def _is_ids(x) -> bool:
+    """True for an integer numpy array (T, N): character ids standing for one-hot inputs."""
+    return isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer)
+
+
+def _ids_backend(**arrays) -> _Backend:
+    k = _backend_of(**arrays)
     if k.name != "cpu":
-        raise TypeError("integer ids as LSTM input run on the CPU only; pass one-hot vectors (T, N, D) on the GPU")
+        raise TypeError("integer ids as recurrent input run on the CPU only; pass one-hot vectors (T, N, D) on the GPU")
+    return k
+
+
+def _check_ids_sequence(ids, h0, w_ih, w_hh, b, gates: int) -> np.ndarray:
+    """The checks of a (T, N, D) input for ids (T, N) into the D columns of w_ih -> ids as int64."""
     t, n = ids.shape
     _check_float("w_ih", w_ih, 2)
-    # the checks of a (T, N, D) input, on a stand-in view of that shape that holds no memory
-    _check_sequence(np.broadcast_to(np.zeros((), w_ih.dtype), (t, n, w_ih.shape[1])), h0, w_ih, w_hh, b, 4)
-    _check_float("c0", c0, shape=h0.shape)
-    _same_dtype(h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+    # on a stand-in view of that shape that holds no memory
+    _check_sequence(np.broadcast_to(np.zeros((), w_ih.dtype), (t, n, w_ih.shape[1])), h0, w_ih, w_hh, b, gates)
+    _same_dtype(h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     if ids.size and (ids.min() < 0 or ids.max() >= w_ih.shape[1]):
         bad = ids.min() if ids.min() < 0 else ids.max()
         raise ValueError(f"ids must lie in 0..{w_ih.shape[1] - 1} (the D columns of w_ih), got {bad}")
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _lstm_forward_ids(ids, h0, c0, w_ih, w_hh, b):
+    """lstm_forward with one-hot input given as integer ids (T, N) into the D columns of w_ih."""
+    k = _ids_backend(h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+    ids = _check_ids_sequence(ids, h0, w_ih, w_hh, b, 4)
+    _check_float("c0", c0, shape=h0.shape)
+    _same_dtype(h0=h0, c0=c0)
     h0, c0, w_ih, w_hh, b = (k.contiguous(a) for a in (h0, c0, w_ih, w_hh, b))
     gates = k.embedding.one_hot_projection(ids, w_ih)
     hs, cs, gates = k.lstm.lstm_forward_gates(gates, h0, c0, w_hh, b)

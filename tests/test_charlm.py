@@ -243,7 +243,7 @@ def test_prime_outside_the_vocabulary_is_listed():
         sample_cmd.generate(None, vocab, "abxZx", 5, 1.0, 0, np.random.default_rng(0))
 
 
-# --------------------------------------------------------------------------- ids input of the first LSTM layer
+# --------------------------------------------------------------------------- ids input of the first recurrent layer
 
 def test_lstm_ids_input_is_the_one_hot_input_without_the_gemm(rng):
     from numbanets import functional as F
@@ -265,6 +265,28 @@ def test_lstm_ids_input_is_the_one_hot_input_without_the_gemm(rng):
         np.testing.assert_allclose(b_, a, rtol=1e-12, atol=1e-12, err_msg=name)
     with pytest.raises(ValueError, match="ids must lie in 0..6"):
         F.lstm_forward(ids + 1, h0, c0, w_ih, w_hh, b)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_rnn_ids_input_is_the_one_hot_input_without_the_gemm(rng, activation):
+    from numbanets import functional as F
+
+    T, N, D, H = 5, 3, 7, 4
+    ids = rng.integers(0, D, (T, N))
+    onehot = np.eye(D)[ids]
+    w_ih, w_hh, b = rng.standard_normal((H, D)), 0.5 * rng.standard_normal((H, H)), rng.standard_normal(H)
+    h0 = rng.standard_normal((N, H))
+    hs_a, cache_a = F.rnn_forward(onehot, h0, w_ih, w_hh, b, activation)
+    hs_b, cache_b = F.rnn_forward(ids, h0, w_ih, w_hh, b, activation)
+    np.testing.assert_array_equal(hs_a, hs_b)  # a gather of 1 * w: the very same numbers
+    dhs = rng.standard_normal((T, N, H))
+    ga = F.rnn_backward(dhs, cache_a)
+    gb = F.rnn_backward(dhs, cache_b)
+    assert gb[0] is None  # no gradient into the ids
+    for a, b_, name in zip(ga[1:], gb[1:], ("dh0", "dw_ih", "dw_hh", "db")):
+        np.testing.assert_allclose(b_, a, rtol=1e-12, atol=1e-12, err_msg=name)
+    with pytest.raises(ValueError, match="ids must lie in 0..6"):
+        F.rnn_forward(ids + 1, h0, w_ih, w_hh, b, activation)
 
 
 def test_progress_bar_line_and_quiet(tmp_path):

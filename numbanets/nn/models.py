@@ -14,12 +14,12 @@ stack of `layers` RNN or LSTM layers of `hidden` units, a linear read-out to
     loss, state = m.loss(inputs, targets, state)            forward + CE only (evaluation)
     logits, state = m.next_logits(ids, state)               ids (T,) -> logits (V,) after the last
 
-idx and targets are host integer arrays. An LSTM on the CPU takes the ids
-themselves: its input projection is a row gather of w_ih (the same numbers as
-the one-hot GEMM, without the one-hot matrix). Otherwise the input is the
-one-hot batch (T, N, V), built on the host (CPU) or, for a model on the GPU,
-on the device from the ids (only T*N ints travel), so the input projection is
-one GEMM.
+idx and targets are host integer arrays. On the CPU the first recurrent layer
+takes the ids themselves: its input projection is a row gather of w_ih (the
+same numbers as the one-hot GEMM, without the one-hot matrix), and no gradient
+is computed for the input. On the GPU the input is the one-hot batch (T, N, V),
+built on the device from the ids (only T*N ints travel), so the input
+projection is one GEMM.
 """
 
 from __future__ import annotations
@@ -83,17 +83,13 @@ class CharLM(Module):
 
     def forward(self, idx, state=None):
         """idx (T, N) ints, state per the recurrent stack (None = zeros) -> (logits (T*N, V), state)."""
-        if self.cell == "lstm" and self.device == "cpu":
-            # the ids themselves: the first layer gathers rows of w_ih instead of a one-hot GEMM
-            x = np.ascontiguousarray(self._ids(idx, "idx"), dtype=np.int64)
-        elif self.device == "cuda":
+        x = np.ascontiguousarray(self._ids(idx, "idx"), dtype=np.int64)
+        if self.device == "cuda":
             # only the ids travel (T*N int64); the one-hot batch is built on the device
             from numbanets.kernels.cuda.elementwise import one_hot
 
-            ids = np.ascontiguousarray(self._ids(idx, "idx"), dtype=np.int64)
-            x = one_hot(to_device(ids), self.vocab_size, self.dtype)
-        else:
-            x = self.one_hot(idx)
+            x = one_hot(to_device(x), self.vocab_size, self.dtype)
+        # on the CPU the ids themselves: the first layer gathers rows of w_ih instead of a one-hot GEMM
         t, n = x.shape[0], x.shape[1]
         hs, state = self.rnn.forward(x, state)
         self.shape = (t, n)
@@ -101,8 +97,8 @@ class CharLM(Module):
         return logits, state
 
     def backward(self, dlogits):
-        """dlogits (T*N, V) -> gradient w.r.t. the one-hot input (T, N, V), or None where the LSTM took the
-        ids themselves (CPU); parameter grads accumulate."""
+        """dlogits (T*N, V) -> gradient w.r.t. the one-hot input (T, N, V) (GPU), or None where the first
+        layer took the ids themselves (CPU); parameter grads accumulate."""
         t, n = self.shape
         dh = self.head.backward(dlogits)
         return self.rnn.backward(dh.reshape((t, n, self.hidden)))

@@ -51,9 +51,12 @@ class RNNLayer(Module):
         self.cache = None
 
     def forward(self, x, h0=None):
-        """x (T, N, D), h0 (N, H) or None -> (hs (T, N, H), h_T (N, H))."""
+        """x (T, N, D), h0 (N, H) or None -> (hs (T, N, H), h_T (N, H)).
+
+        x may also be integer ids (T, N) of one-hot inputs (CPU; see F.rnn_forward): backward then returns None.
+        """
         if h0 is None:
-            h0 = zeros((x.shape[1], self.hidden_size), x.dtype, like=x)
+            h0 = zeros((x.shape[1], self.hidden_size), self.params["w_ih"].dtype, like=self.params["w_ih"])
         p = self.params
         hs, self.cache = F.rnn_forward(x, h0, p["w_ih"], p["w_hh"], p["b"], self.activation)
         return hs, hs[hs.shape[0] - 1]

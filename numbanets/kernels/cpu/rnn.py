@@ -25,7 +25,8 @@ from numba.extending import intrinsic, overload
 
 from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
 
-__all__ = ["rnn_forward", "rnn_backward", "sigmoid", "tanh"]
+__all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations",
+           "sigmoid", "tanh"]
 
 _ = IDENTITY  # the fall-through branch of every activation switch
 
@@ -231,6 +232,15 @@ def rnn_forward(x, h0, w_ih, w_hh, b, act):
     H = w_hh.shape[0]
     # input projection of all steps: one GEMM, written into hs and finished in place
     hs = np.dot(x.reshape(T * N, D), w_ih.T).reshape(T, N, H)
+    return rnn_forward_projected(hs, h0, w_hh, b, act)
+
+
+@njit(**_JIT)
+def rnn_forward_projected(hs, h0, w_hh, b, act):
+    # hs (T, N, H) holding the input projections x_t @ w_ih.T (finished in place)
+    # h0 (N, H)  w_hh (H, H)  b (H,)  act code  -> hs (T, N, H)
+    # (the time loop of rnn_forward; also used with a row gather of w_ih for one-hot input)
+    T, N, H = hs.shape
     rec = np.empty((N, H), dtype=hs.dtype)
     w_hh_t = w_hh.T
     for t in range(T):
@@ -298,11 +308,20 @@ def sequence_param_grads(da, x, h0, hs, w_ih):
 def rnn_backward(dhs, x, h0, w_ih, w_hh, hs, act):
     # dhs (T, N, H)  x (T, N, D)  h0 (N, H)  w_ih (H, D)  w_hh (H, H)  hs (T, N, H)  act code
     #   -> dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)
+    da, dh0 = rnn_backward_preactivations(dhs, w_hh, hs, act)
+    dx, dw_ih, dw_hh, db = sequence_param_grads(da, x, h0, hs, w_ih)
+    return dx, dh0, dw_ih, dw_hh, db
+
+
+@njit(**_JIT)
+def rnn_backward_preactivations(dhs, w_hh, hs, act):
+    # dhs (T, N, H)  w_hh (H, H)  hs (T, N, H)  act code
+    #   -> da (T, N, H) pre-activation gradients, dh0 (N, H)
+    # (the BPTT loop of rnn_backward, before the whole-sequence parameter GEMMs)
     T, N, H = hs.shape
     da = np.empty((T, N, H), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     for t in range(T - 1, -1, -1):
         _rnn_grad_step(da[t], dhs[t], dh_next, hs[t], act)
         np.dot(da[t], w_hh, dh_next)
-    dx, dw_ih, dw_hh, db = sequence_param_grads(da, x, h0, hs, w_ih)
-    return dx, dh_next, dw_ih, dw_hh, db
+    return da, dh_next
