@@ -1,7 +1,7 @@
 """`nbnets`: the numbanets command line. One thin function per command.
 
 Bad input becomes a one-line message and exit code 2 (InputError, or click's
-own usage errors for malformed options), never a traceback.
+own usage errors for malformed options, shortened to one line), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +17,41 @@ class InputError(click.ClickException):
     """Bad input: printed as one line `Error: ...`, exit code 2, no traceback."""
 
     exit_code = 2
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error (bad option value, unknown option, missing argument) shown as one line:
+    `Error: <what is wrong> (see 'nbnets CMD --help')` instead of click's usage block."""
+
+    def show(self, file=None):
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file or click.get_text_stream("stderr"))
+
+
+def _one_line(exc: click.UsageError) -> OneLineUsageError:
+    one = OneLineUsageError(exc.format_message(), exc.ctx)
+    one.exit_code = exc.exit_code
+    return one
+
+
+class Commands(click.Group):
+    """The nbnets group: usage errors of the group and of every command are one line (exit code 2)."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:  # a command's options are parsed here
+            raise _one_line(exc) from None
 
 
 def user_errors(func):
@@ -37,7 +72,7 @@ def user_errors(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(numbanets.__version__, prog_name="nbnets", message="%(prog)s (numbanets) %(version)s")
 def main():
     """numbanets: Numba kernels for convolution, pooling, RNNs and LSTMs, with
