@@ -20,6 +20,7 @@ torch is an optional peer: this script needs it, numbanets does not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
@@ -52,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads and the BLAS thread count of numbanets (default: leave both)")
+                   help="threads for torch, numba and the BLAS, as `nbnets bench` sets them (default: leave all)")
     p.add_argument("--bench-steps", type=int, default=0,
                    help="after training, time this many more steps of each model alone, in 4 alternating blocks "
                         "(numbanets, torch, numbanets, ...): no interference between the two libraries' "
@@ -136,15 +137,17 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    if args.torch_threads or args.threads:
-        torch.set_num_threads(args.torch_threads or args.threads)
-    if args.threads:
-        try:
-            from threadpoolctl import threadpool_limits
+    from runner.bench_measure import Threads
 
-            threadpool_limits(args.threads)
-        except ImportError:
-            pass
+    # numba's pool, the BLAS and torch at --threads, as `nbnets bench` sets them
+    with Threads(args.threads, torch) if args.threads else contextlib.nullcontext():
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
+        return compare(args, torch)
+
+
+def compare(args, torch) -> int:
+    """Train both models side by side, print the comparison; returns the exit code."""
     opts = charlm.validate({
         "corpus": args.corpus, "hidden": args.hidden, "layers": args.layers, "seq_len": args.seq_len,
         "batch_size": args.batch_size, "lr": args.lr, "lr_decay": args.lr_decay, "clip": args.clip,
@@ -165,7 +168,7 @@ def main(argv=None):
     print(f"LSTM {opts['layers']} x {opts['hidden']}, seq {opts['seq_len']}, batch {opts['batch_size']}, "
           f"RMSprop lr {opts['lr']:g} (decay {opts['lr_decay']:g}/epoch), clip {opts['clip']:g}, {args.dtype}, "
           f"{args.steps} steps ({trainer.windows} per epoch); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, numbanets BLAS threads: {args.threads or 'all'}")
+          f"{torch.get_num_threads()} torch threads, numbanets threads (numba and BLAS): {args.threads or 'all'}")
     nb_times, th_times, log = [], [], []
     state = None
     t_all = time.perf_counter()
