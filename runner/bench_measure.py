@@ -195,7 +195,8 @@ class Threads:
             self._torch = self.torch.get_num_threads()
             self.torch.set_num_threads(self.n)
         try:
-            from threadpoolctl import threadpool_info, threadpool_limits
+            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS behind numba's np.dot first:
+            from threadpoolctl import threadpool_info, threadpool_limits  # threadpoolctl limits loaded ones only)
 
             self._limits = threadpool_limits(limits=self.n, user_api="blas")
             self.blas = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
