@@ -17,7 +17,8 @@ columns, so pandas reads it back in one call:
     frame = pd.read_csv(path)
     cnn = frame[frame["section"] == "train-cnn"].dropna(axis=1, how="all")
 
-The figures (--plot DIR) are drawn by runner/analyse_plots.py.
+The text forms are runner/analyse_format.py; the figures (--plot DIR) are drawn by
+runner/analyse_plots.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from runner import analyse_format
 
 KINDS = ("train-charlm", "train-cnn", "grad-decay", "bench")
 FORMATS = ("table", "markdown", "csv")
@@ -409,7 +412,7 @@ def _group(sections, column: str) -> None:
                          "(or any option in the runs' config.json)")
     for s in having:
         metrics = [m for m in s.metrics if m in s.table.columns and m != column]
-        mixed = not _is_numeric(s.table[column]) and s.table[column].map(type).nunique() > 1
+        mixed = not analyse_format.is_numeric(s.table[column]) and s.table[column].map(type).nunique() > 1
         groups = s.table.groupby(column, dropna=False, sort=not mixed)  # mixed types do not sort
         out = groups.size().rename("count").to_frame()
         for m in metrics:
@@ -419,76 +422,6 @@ def _group(sections, column: str) -> None:
         s.display = s.table = out.reset_index()
         s.grouped_by = column
         s.title += f", grouped by {column} (count: rows per group)"
-
-
-# --------------------------------------------------------------------------- formatting
-
-def format_value(value) -> str:
-    if value is None or value is pd.NA:
-        return "-"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if math.isnan(v):
-            return "-"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
-    return str(value)
-
-
-def _is_numeric(column: pd.Series) -> bool:
-    values = column.dropna()
-    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values)
-
-
-def _cells(frame: pd.DataFrame):
-    heads = [str(c) for c in frame.columns]
-    rows = [[format_value(v) for v in row] for row in frame.itertuples(index=False, name=None)]
-    right = [_is_numeric(frame.iloc[:, i]) for i in range(frame.shape[1])]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
-    return heads, rows, right, widths
-
-
-def render_text(frame: pd.DataFrame) -> str:
-    heads, rows, right, widths = _cells(frame)
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, r, w in zip(cells, right, widths)).rstrip()
-
-    return "\n".join([line(heads)] + [line(r) for r in rows])
-
-
-def render_markdown(frame: pd.DataFrame) -> str:
-    heads, rows, right, widths = _cells(frame)
-    esc = [[c.replace("|", "\\|") for c in r] for r in [heads] + rows]
-    widths = [max(3, max(len(r[i]) for r in esc)) for i in range(len(heads))]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if r else c.ljust(w) for c, r, w in zip(cells, right, widths)) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for r, w in zip(right, widths)) + "|"
-    return "\n".join([line(esc[0]), rule] + [line(r) for r in esc[1:]])
-
-
-def render(sections, fmt: str) -> str:
-    if fmt == "csv":
-        frames = [s.display.assign(section=s.kind) for s in sections]
-        frame = pd.concat(frames, ignore_index=True, sort=False)
-        frame = frame[["section"] + [c for c in frame.columns if c != "section"]]
-        return frame.to_csv(index=False)
-    blocks = []
-    for s in sections:
-        if fmt == "markdown":
-            blocks.append(f"### {s.title}\n\n{s.note}\n\n{render_markdown(s.display)}\n")
-        else:
-            blocks.append(f"{s.title}\n({s.note})\n{render_text(s.display)}\n")
-    return "\n".join(blocks)
 
 
 # --------------------------------------------------------------------------- the command
@@ -504,4 +437,4 @@ def analyse(paths, fmt: str = "table", plot_dir=None, group_by: str | None = Non
     runs = collect(paths, note=note)
     sections = build_sections(runs, group_by=group_by)
     written = analyse_plots.write_all(sections, Path(plot_dir), note=note) if plot_dir is not None else []
-    return render(sections, fmt), written
+    return analyse_format.render(sections, fmt), written
