@@ -195,8 +195,13 @@ class Threads:
             self._torch = self.torch.get_num_threads()
             self.torch.set_num_threads(self.n)
         try:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS behind numba's np.dot first:
-            from threadpoolctl import threadpool_info, threadpool_limits  # threadpoolctl limits loaded ones only)
+            from threadpoolctl import threadpool_info, threadpool_limits
+
+            # threadpoolctl limits loaded libraries only: load numbanets' BLAS (MKL or SciPy's OpenBLAS) and
+            # the OpenBLAS behind numba's np.dot first
+            import scipy.linalg.cython_blas  # noqa: F401
+
+            import numbanets.kernels.cpu.blas  # noqa: F401
 
             self._limits = threadpool_limits(limits=self.n, user_api="blas")
             self.blas = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"

@@ -5,13 +5,23 @@ from __future__ import annotations
 import platform
 
 
+def kernel_blas_description() -> str:
+    """The BLAS the CPU kernels' GEMMs call (numbanets.kernels.cpu.blas), with its threads."""
+    from numbanets.kernels.cpu import blas
+
+    threads = blas.threads()
+    how = "NUMBANETS_BLAS" if blas.CHOSEN else ("the mkl extra" if blas.NAME == "mkl" else "no MKL installed")
+    return f"{blas.NAME} ({how}), {threads if threads is not None else '?'} threads"
+
+
 def blas_description() -> str:
-    """The BLAS numpy (and so numba's np.dot) calls, with its threads."""
+    """The BLAS numpy calls, with its threads."""
     try:
         from threadpoolctl import threadpool_info
 
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        # numpy's own copy first (the kernels' BLAS, and SciPy's, are loaded too)
+        for pool in sorted(pools, key=lambda p: "numpy" not in str(p.get("filepath", ""))):
                 arch = pool.get("architecture") or ""
                 return (f"{pool.get('internal_api')} {pool.get('version')} {arch}".strip()
                         + f", {pool.get('num_threads')} threads")
@@ -42,7 +52,8 @@ def collect() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "numba threads": f"{numba.get_num_threads()} (threading layer: {numba.config.THREADING_LAYER})",
-        "BLAS": blas_description(),
+        "BLAS (kernels)": kernel_blas_description(),
+        "BLAS (numpy)": blas_description(),
         "CUDA available": "yes" if device.cuda_status()[0] else "no",
         "device auto": device.explain("auto"),
     }

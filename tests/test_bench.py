@@ -265,14 +265,14 @@ def test_tiny_bench_on_cuda(tmp_path):
 
 
 def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
-    # threadpoolctl limits only the libraries already loaded: Threads must load numba's BLAS (scipy's) first
+    # threadpoolctl limits only the libraries already loaded: Threads must load numbanets' BLAS first
     import subprocess
     import sys
 
     code = ("from runner.bench_measure import Threads\n"
             "with Threads(1):\n"
-            "    from numbanets.kernels.cpu.conv import _BLAS_THREADS\n"
-            "    print(_BLAS_THREADS[0]())\n")
+            "    from numbanets.kernels.cpu import blas\n"
+            "    print(blas.threads())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "1"

@@ -15,7 +15,8 @@ def test_version():
 def test_info_lists_versions_threads_blas_device():
     result = CliRunner().invoke(main, ["info"])
     assert result.exit_code == 0, result.output
-    for key in ("numbanets", "numba", "numpy", "python", "numba threads", "BLAS", "CUDA available", "device auto"):
+    for key in ("numbanets", "numba", "numpy", "python", "numba threads", "BLAS (kernels)", "BLAS (numpy)",
+                "CUDA available", "device auto"):
         assert any(line.startswith(key) for line in result.output.splitlines()), key
 
 

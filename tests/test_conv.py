@@ -16,7 +16,7 @@ from gradcheck import assert_close, numerical_grad
 from reference import conv1d_ref, conv2d_ref
 
 from numbanets import functional as F
-from numbanets.kernels.cpu import conv as cpu_conv
+from numbanets.kernels.cpu import blas
 
 DTYPES = [np.float32, np.float64]
 GRAD_TOL = dict(rtol=1e-6, atol=1e-8)
@@ -131,7 +131,7 @@ def test_threaded_and_single_thread_paths_agree(rng, dtype):
     x, w, b, kw = _conv2d_inputs(rng, ((5, 4, 6, 5), (6, 3, 3), 1, 1, 2), dtype)
     dout = _randn(rng, (5, 6, 6, 5), dtype)
     before = numba.get_num_threads()
-    blas_before = cpu_conv._BLAS_THREADS[0]() if cpu_conv._BLAS_THREADS else None
+    blas_before = blas.threads()
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         y_par, grads_par = F.conv2d(x, w, b, **kw), F.conv2d_backward(dout, x, w, **kw)
@@ -140,7 +140,7 @@ def test_threaded_and_single_thread_paths_agree(rng, dtype):
     finally:
         numba.set_num_threads(before)
     if blas_before is not None:
-        assert cpu_conv._BLAS_THREADS[0]() == blas_before, "the BLAS thread count must be restored"
+        assert blas.threads() == blas_before, "the BLAS thread count must be restored"
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
     assert_close(y_par, y_one, **tol, name="y")
     for g_par, g_one, name in zip(grads_par, grads_one, ("dx", "dw", "db")):

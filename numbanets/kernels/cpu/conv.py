@@ -11,7 +11,7 @@ Method, per sample n and group g (all matrices C-contiguous, no transposed copie
 
     cols        = im2col(x[n])                       (C/g*KH*KW, OH*OW)
     y[n, g]     = w_g @ cols_g + b                   w_g (F/g, C/g*KH*KW); GEMM written straight into y[n]
-    dw_g.T     += cols_g @ dy[n, g].T                (this orientation is ~1.4x faster in OpenBLAS)
+    dw_g.T     += cols_g @ dy[n, g].T                (this orientation is ~1.4x faster in OpenBLAS; beta = 1)
     dcols_g     = w_g.T @ dy[n, g]                   (C/g*KH*KW, OH*OW)
     dx[n]      += col2im(dcols)                      (+= over overlapping taps)
     db          = sum of dy over n, i, j             (float64 accumulation)
@@ -34,11 +34,10 @@ inlines). The per-sample GEMMs are small, so BLAS is set to ONE thread while
 the blocks run and restored afterwards: BLAS threads inside worker threads
 (nested parallelism) spin against each other and were up to 50x slower on a
 2-core machine. With one thread or one sample the samples run in a plain loop
-and BLAS keeps its own threads; when the BLAS behind numba's np.dot (scipy's)
+and BLAS keeps its own threads; when the BLAS (numbanets.kernels.cpu.blas)
 exposes no thread control, the plain loop is used as well.
 """
 
-import ctypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,37 +45,14 @@ import numba
 import numpy as np
 from numba import njit
 
+from numbanets.kernels.cpu import blas
+from numbanets.kernels.cpu.blas import gemm, gemm_acc
+
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
 
 # --------------------------------------------------------------------------- threads
 
-def _blas_thread_functions():
-    """(get, set) thread-count functions of the BLAS behind numba's np.dot, or None."""
-    try:
-        from scipy.linalg import cython_blas  # numba's np.dot calls these BLAS routines
-
-        lib = ctypes.CDLL(cython_blas.__file__)  # symbol lookup also searches its BLAS dependency
-    except Exception:  # pragma: no cover - scipy is a dependency
-        return None
-    for get_name, set_name in (
-        ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-        ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-        ("openblas_get_num_threads", "openblas_set_num_threads"),
-        ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-        ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
-    ):
-        try:
-            get, set_ = getattr(lib, get_name), getattr(lib, set_name)
-        except AttributeError:
-            continue
-        get.restype, get.argtypes = ctypes.c_int, []
-        set_.restype, set_.argtypes = None, [ctypes.c_int]
-        return get, set_
-    return None  # pragma: no cover - depends on the BLAS build
-
-
-_BLAS_THREADS = _blas_thread_functions()
 _POOL = None  # ThreadPoolExecutor for blocks 1.., grown on demand
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
@@ -84,9 +60,14 @@ _POOL_LOCK = threading.Lock()
 
 def _sample_threads(n_samples: int) -> int:
     """Threads to split the samples over; 1 means a plain loop with multi-threaded BLAS."""
-    if _BLAS_THREADS is None:
+    if not blas.has_thread_control():
         return 1
     return max(1, min(numba.get_num_threads(), n_samples))
+
+
+def _on_one_blas_thread(fn, args):
+    blas.set_threads(1)  # MKL's setting is per calling thread: each pool thread sets its own
+    return fn(*args)
 
 
 def _run_blocks(blocks):
@@ -102,11 +83,10 @@ def _run_blocks(blocks):
             _POOL = ThreadPoolExecutor(max_workers=len(blocks) - 1, thread_name_prefix="numbanets-conv")
             _POOL_SIZE = len(blocks) - 1
         pool = _POOL
-    get, set_ = _BLAS_THREADS
-    old = get()
-    set_(1)
+    old = blas.threads()
+    blas.set_threads(1)
     try:
-        futures = [pool.submit(fn, *args) for fn, args in blocks[1:]]
+        futures = [pool.submit(_on_one_blas_thread, fn, args) for fn, args in blocks[1:]]
         try:
             fn, args = blocks[0]
             fn(*args)
@@ -114,7 +94,7 @@ def _run_blocks(blocks):
             for future in futures:
                 future.result()
     finally:
-        set_(old)
+        blas.set_threads(old)
 
 
 # --------------------------------------------------------------------------- im2col / col2im
@@ -229,13 +209,6 @@ def _row_sum(a, start, n):
 
 
 @njit(cache=True)
-def _add_into(acc, a):
-    # acc += a for flat arrays of one length
-    for t in range(a.shape[0]):
-        acc[np.uint64(t)] += a[np.uint64(t)]
-
-
-@njit(cache=True)
 def _add_bias(yf, start, b, P):
     # yf[start + f*P + p] += b[f]
     for f in range(b.shape[0]):
@@ -265,7 +238,7 @@ def _forward_samples(x, w, b, sh, sw, ph, pw, OH, OW, groups, y, n_lo, n_hi):
         _im2col(xf, n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
         yn = y3[n].reshape(groups, Fg, P)
         for g in range(groups):
-            np.dot(wm[g], cols3[g], yn[g])
+            gemm(wm[g], False, cols3[g], False, yn[g])
         _add_bias(yf, n * F * P, b, P)
 
 
@@ -303,14 +276,12 @@ def _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_part, db_part, n
     dcols = np.empty(C * KH * KW * P, dtype=x.dtype)
     cols3 = cols.reshape(groups, Kg, P)
     dcols3 = dcols.reshape(groups, Kg, P)
-    dwt_n = np.empty((Kg, Fg), dtype=x.dtype)
     for n in range(n_lo, n_hi):
         _im2col(xf, n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
         dyn = dy3[n].reshape(groups, Fg, P)
         for g in range(groups):
-            np.dot(cols3[g], dyn[g].T, dwt_n)  # dw_g.T: faster in BLAS than dy_g @ cols_g.T
-            _add_into(dwt_part[g].reshape(-1), dwt_n.reshape(-1))
-            np.dot(wm[g].T, dyn[g], dcols3[g])
+            gemm_acc(cols3[g], False, dyn[g], True, dwt_part[g])  # dw_g.T: faster in BLAS than dy_g @ cols_g.T
+            gemm(wm[g], True, dyn[g], False, dcols3[g])
         _col2im(dcols, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dxf, n * C * H * W)
         for f in range(F):
             db_part[f] += _row_sum(dyf, (n * F + f) * P, P)

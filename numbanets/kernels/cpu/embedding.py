@@ -17,6 +17,8 @@ the LSTM, G = 4H).
 import numpy as np
 from numba import njit
 
+from numbanets.kernels.cpu.blas import gemm, gemm_acc
+
 __all__ = ["one_hot_projection", "one_hot_param_grads"]
 
 _JIT = dict(cache=True, error_model="numpy")
@@ -54,13 +56,10 @@ def one_hot_param_grads(da, ids, d, h0, hs):
             dst[g] += src[g]
     dw_ih = np.ascontiguousarray(acc.T)
     # h_prev of step t is h0 for t = 0 and hs[t-1] after: two GEMMs, no copy
-    dw_hh = np.dot(da[0].T, h0)
+    dw_hh = np.empty((G, H), dtype=da.dtype)
+    gemm(da[0], True, h0, False, dw_hh)
     if T > 1:
-        rest = np.dot(da2[N:].T, hs.reshape(T * N, H)[: (T - 1) * N])
-        dw_hh_flat = dw_hh.reshape(G * H)
-        rest_flat = rest.reshape(G * H)
-        for k in range(G * H):
-            dw_hh_flat[k] += rest_flat[k]
+        gemm_acc(da2[N:], True, hs.reshape(T * N, H)[: (T - 1) * N], False, dw_hh)
     db = np.zeros(G, dtype=da.dtype)
     for m in range(T * N):
         row = da2[m]

@@ -1,4 +1,4 @@
-"""Dense (fully connected) layer on the CPU: GEMMs through BLAS (`np.dot` inside `numba.njit`).
+"""Dense (fully connected) layer on the CPU: GEMMs through BLAS (numbanets.kernels.cpu.blas).
 
     y = x @ w.T + b        x (N, D), w (O, D) (PyTorch layout), b (O,)
 """
@@ -6,13 +6,16 @@
 import numpy as np
 from numba import njit
 
+from numbanets.kernels.cpu.blas import gemm
+
 __all__ = ["linear_forward", "linear_backward"]
 
 
 @njit(cache=True)
 def linear_forward(x, w, b):
     # x (N, D)  w (O, D)  b (O,)  -> y (N, O) = x @ w.T + b
-    y = np.dot(x, w.T)
+    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    gemm(x, False, w, True, y)
     n_rows, n_out = y.shape
     for n in range(n_rows):
         for o in range(n_out):
@@ -23,8 +26,10 @@ def linear_forward(x, w, b):
 @njit(cache=True)
 def linear_backward(dy, x, w):
     # dy (N, O)  x (N, D)  w (O, D)  -> dx (N, D) = dy @ w, dw (O, D) = dy.T @ x, db (O,) = sum_n dy
-    dx = np.dot(dy, w)
-    dw = np.dot(dy.T, x)
+    dx = np.empty((dy.shape[0], w.shape[1]), dtype=dy.dtype)
+    gemm(dy, False, w, False, dx)
+    dw = np.empty((dy.shape[1], x.shape[1]), dtype=dy.dtype)
+    gemm(dy, True, x, False, dw)
     n_rows, n_out = dy.shape
     acc = np.zeros(n_out, dtype=np.float64)
     for n in range(n_rows):

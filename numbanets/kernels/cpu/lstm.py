@@ -24,6 +24,7 @@ step's element-wise pass runs as 8-lane (float32) / 4-lane (float64) SIMD.
 import numpy as np
 from numba import njit
 
+from numbanets.kernels.cpu.blas import gemm
 from numbanets.kernels.cpu.rnn import _JIT, _one, sequence_param_grads, sigmoid, tanh
 
 __all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates"]
@@ -58,7 +59,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     T, N, D = x.shape
     G = w_ih.shape[0]
     # input projection of all steps: one GEMM, finished in place into the gates
-    gates = np.dot(x.reshape(T * N, D), w_ih.T).reshape(T, N, G)
+    gates = np.empty((T, N, G), dtype=x.dtype)
+    gemm(x.reshape(T * N, D), False, w_ih, True, gates.reshape(T * N, G))
     return lstm_forward_gates(gates, h0, c0, w_hh, b)
 
 
@@ -73,14 +75,13 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
     rec = np.empty((N, G), dtype=gates.dtype)
-    w_hh_t = w_hh.T
     for t in range(T):
         if t == 0:
-            np.dot(h0, w_hh_t, rec)
+            gemm(h0, False, w_hh, True, rec)
             for n in range(N):
                 _lstm_step(gates[0, n], rec[n], b, c0[n], cs[0, n], hs[0, n])
         else:
-            np.dot(hs[t - 1], w_hh_t, rec)
+            gemm(hs[t - 1], False, w_hh, True, rec)
             for n in range(N):
                 _lstm_step(gates[t, n], rec[n], b, cs[t - 1, n], cs[t, n], hs[t, n])
     return hs, cs, gates
@@ -136,5 +137,5 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
         else:
             for n in range(N):
                 _lstm_grad_step(da[t, n], dhs[t, n], dh_next[n], dc[n], gates[t, n], cs[t, n], cs[t - 1, n])
-        np.dot(da[t], w_hh, dh_next)
+        gemm(da[t], False, w_hh, False, dh_next)
     return da, dh_next, dc

@@ -24,6 +24,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
+from numbanets.kernels.cpu.blas import gemm, gemm_acc
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations",
            "sigmoid", "tanh"]
@@ -231,7 +232,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b, act):
     T, N, D = x.shape
     H = w_hh.shape[0]
     # input projection of all steps: one GEMM, written into hs and finished in place
-    hs = np.dot(x.reshape(T * N, D), w_ih.T).reshape(T, N, H)
+    hs = np.empty((T, N, H), dtype=x.dtype)
+    gemm(x.reshape(T * N, D), False, w_ih, True, hs.reshape(T * N, H))
     return rnn_forward_projected(hs, h0, w_hh, b, act)
 
 
@@ -242,12 +244,11 @@ def rnn_forward_projected(hs, h0, w_hh, b, act):
     # (the time loop of rnn_forward; also used with a row gather of w_ih for one-hot input)
     T, N, H = hs.shape
     rec = np.empty((N, H), dtype=hs.dtype)
-    w_hh_t = w_hh.T
     for t in range(T):
         if t == 0:
-            np.dot(h0, w_hh_t, rec)
+            gemm(h0, False, w_hh, True, rec)
         else:
-            np.dot(hs[t - 1], w_hh_t, rec)
+            gemm(hs[t - 1], False, w_hh, True, rec)
         _rnn_step(hs[t], rec, b, act)
     return hs
 
@@ -286,16 +287,15 @@ def sequence_param_grads(da, x, h0, hs, w_ih):
     D = x.shape[2]
     H = hs.shape[2]
     da2 = da.reshape(T * N, G)
-    dx = np.dot(da2, w_ih).reshape(T, N, D)
-    dw_ih = np.dot(da2.T, x.reshape(T * N, D))
+    dx = np.empty((T, N, D), dtype=da.dtype)
+    gemm(da2, False, w_ih, False, dx.reshape(T * N, D))
+    dw_ih = np.empty((G, D), dtype=da.dtype)
+    gemm(da2, True, x.reshape(T * N, D), False, dw_ih)
     # h_prev of step t is h0 for t = 0 and hs[t-1] after: two GEMMs, no copy
-    dw_hh = np.dot(da[0].T, h0)
+    dw_hh = np.empty((G, H), dtype=da.dtype)
+    gemm(da[0], True, h0, False, dw_hh)
     if T > 1:
-        rest = np.dot(da2[N:].T, hs.reshape(T * N, H)[: (T - 1) * N])
-        dw_hh_flat = dw_hh.reshape(G * H)
-        rest_flat = rest.reshape(G * H)
-        for k in range(G * H):
-            dw_hh_flat[k] += rest_flat[k]
+        gemm_acc(da2[N:], True, hs.reshape(T * N, H)[: (T - 1) * N], False, dw_hh)
     db = np.zeros(G, dtype=da.dtype)
     for m in range(T * N):
         row = da2[m]
@@ -323,5 +323,5 @@ def rnn_backward_preactivations(dhs, w_hh, hs, act):
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     for t in range(T - 1, -1, -1):
         _rnn_grad_step(da[t], dhs[t], dh_next, hs[t], act)
-        np.dot(da[t], w_hh, dh_next)
+        gemm(da[t], False, w_hh, False, dh_next)
     return da, dh_next

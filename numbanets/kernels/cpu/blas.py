@@ -1,0 +1,201 @@
+"""Matrix products of the CPU kernels, through CBLAS, called from compiled code.
+
+    gemm(a, trans_a, b, trans_b, out)          (njit) out = op(a) @ op(b)
+    gemm_acc(a, trans_a, b, trans_b, out)      (njit) out += op(a) @ op(b)
+        op(x) = x.T if trans_x else x; a, b, out 2-D float32 or float64 of one dtype,
+        rows contiguous (a C-contiguous array, or a slice of whole rows of one)
+    NAME                                        "mkl" or "openblas": the BLAS in use
+    CHOSEN                                      True when NUMBANETS_BLAS chose it
+    threads() / set_threads(n)                  its thread count for calls from this thread (MKL) or all
+                                                threads (OpenBLAS); None / no-op if it has no control
+
+Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
+loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
+NUMBANETS_BLAS=openblas or =mkl forces one. The reason is speed on the shapes
+these kernels run: the per-time-step products of an RNN/LSTM ((N, H) @ (H, 4H)
+with N = 50) and the per-sample im2col products of a convolution are small or
+skinny, and there MKL's sgemm is 1.4-2.3x OpenBLAS's on the 2-core machine of
+BENCHMARKS.md (`python scripts/gemm_shapes.py`).
+
+How: the chosen library's cblas_sgemm / cblas_dgemm are registered with LLVM
+under the fixed names numbanets_cblas_sgemm / numbanets_cblas_dgemm when this
+module is imported, and the compiled kernels call those names (a numba
+intrinsic). The on-disk cache of the kernels therefore holds no addresses and
+serves either library. MKL runs its threads on GNU OpenMP (the runtime numba
+and torch use too), unless MKL_THREADING_LAYER says otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from pathlib import Path
+
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["gemm", "gemm_acc", "NAME", "threads", "set_threads"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
+
+
+# --------------------------------------------------------------------------- loading
+
+def _mkl():
+    """(library, name) of MKL's runtime library, or None when it is not installed or does not load."""
+    candidates = sorted(Path(sys.prefix, "lib").glob("libmkl_rt.so*"), reverse=True)
+    found = ctypes.util.find_library("mkl_rt")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        if not os.environ.get("MKL_THREADING_LAYER"):
+            lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+            lib.MKL_Set_Threading_Layer(3)  # MKL_THREADING_GNU: libgomp, not a second OpenMP runtime
+        return lib
+    return None
+
+
+def _openblas():
+    from scipy.linalg import cython_blas  # its BLAS library is the one numba's np.dot uses
+
+    return ctypes.CDLL(cython_blas.__file__)  # symbol lookup also searches its BLAS dependency
+
+
+def _load():
+    """(name, library, sgemm, dgemm, get_threads, set_threads) of the BLAS to use."""
+    choice = os.environ.get("NUMBANETS_BLAS", "").strip().lower()
+    if choice not in ("", "mkl", "openblas"):
+        raise ImportError(f"NUMBANETS_BLAS must be mkl or openblas, got {choice!r}")
+    lib = _mkl() if choice in ("", "mkl") else None
+    if lib is not None:
+        # the calling thread's count, as threadpoolctl sets it (a thread-local setting overrides the global one)
+        get, set_ = lib.MKL_Get_Max_Threads, lib.MKL_Set_Num_Threads_Local
+        return "mkl", lib, lib.cblas_sgemm, lib.cblas_dgemm, get, set_
+    if choice == "mkl":
+        raise ImportError("NUMBANETS_BLAS=mkl, but MKL's libmkl_rt did not load (pip install 'numbanets[mkl]')")
+    lib = _openblas()
+    get = set_ = None
+    for get_name, set_name in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                               ("openblas_get_num_threads", "openblas_set_num_threads")):
+        if hasattr(lib, get_name) and hasattr(lib, set_name):
+            get, set_ = getattr(lib, get_name), getattr(lib, set_name)
+            break
+    return "openblas", lib, lib.scipy_cblas_sgemm, lib.scipy_cblas_dgemm, get, set_
+
+
+NAME, _LIB, _SGEMM, _DGEMM, _GET_THREADS, _SET_THREADS = _load()
+CHOSEN = bool(os.environ.get("NUMBANETS_BLAS", "").strip())  # NUMBANETS_BLAS made the choice
+for _symbol, _function in (("numbanets_cblas_sgemm", _SGEMM), ("numbanets_cblas_dgemm", _DGEMM)):
+    llvm.add_symbol(_symbol, ctypes.cast(_function, ctypes.c_void_p).value)
+if _GET_THREADS is not None:
+    _GET_THREADS.restype, _GET_THREADS.argtypes = ctypes.c_int, []
+    _SET_THREADS.argtypes = [ctypes.c_int]
+
+
+def threads() -> int | None:
+    """The BLAS's thread count for calls from this thread, or None when it offers no control."""
+    return None if _GET_THREADS is None else int(_GET_THREADS())
+
+
+def set_threads(n: int) -> None:
+    """Set the BLAS's thread count (no-op when it offers no control). MKL: for calls from this thread
+    (MKL_Set_Num_Threads_Local, as threadpoolctl does); OpenBLAS: for every thread."""
+    if _SET_THREADS is not None:
+        _SET_THREADS(int(n))
+
+
+def has_thread_control() -> bool:
+    return _SET_THREADS is not None
+
+
+# --------------------------------------------------------------------------- the call
+
+@intrinsic
+def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    # cblas_?gemm(RowMajor, op_a, op_b, m, n, k, 1, a, lda, b, ldb, beta, c, ldc) on the arrays' data
+    dtype = c.dtype
+    if dtype not in _SYMBOLS or a.dtype != dtype or b.dtype != dtype:
+        return None
+    sig = types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
+        i32 = ir.IntType(32)
+        fp = context.get_value_type(dtype)
+        fnty = ir.FunctionType(ir.VoidType(), [i32] * 6 + [fp, fp.as_pointer(), i32, fp.as_pointer(), i32,
+                                                             fp, fp.as_pointer(), i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _SYMBOLS[dtype])
+
+        def int32(value, ty):
+            return builder.trunc(context.cast(builder, value, ty, types.int64), i32)
+
+        def op(flag, ty):
+            is_set = builder.icmp_signed("!=", context.cast(builder, flag, ty, types.int64), ir.Constant(ir.IntType(64), 0))
+            return builder.select(is_set, ir.Constant(i32, _TRANS), ir.Constant(i32, _NO_TRANS))
+
+        def data(value, ty):
+            return context.make_array(ty)(context, builder, value).data
+
+        sty = signature.args
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), op(ta, sty[0]), op(tb, sty[1]),
+                          int32(m_, sty[2]), int32(n_, sty[3]), int32(k_, sty[4]), ir.Constant(fp, 1.0),
+                          data(a_, sty[5]), int32(lda_, sty[6]), data(b_, sty[7]), int32(ldb_, sty[8]),
+                          context.cast(builder, beta_, sty[9], dtype), data(c_, sty[10]), int32(ldc_, sty[11])])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _leading_dimension(x):
+    # distance in elements between rows of a 2-D array whose rows are contiguous
+    rows, cols = x.shape
+    item = x.itemsize
+    if cols > 1 and x.strides[1] != item:
+        raise ValueError("gemm needs arrays whose rows are contiguous")
+    if rows <= 1:
+        return max(cols, 1)
+    return x.strides[0] // item
+
+
+@njit(cache=True)
+def _gemm(a, trans_a, b, trans_b, out, beta):
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    m_a = a.shape[1] if trans_a else a.shape[0]
+    k_b = b.shape[1] if trans_b else b.shape[0]
+    n_b = b.shape[0] if trans_b else b.shape[1]
+    if m_a != m or k_b != k or n_b != n:
+        raise ValueError("gemm: shapes do not match: op(a) (m, k) @ op(b) (k, n) -> out (m, n)")
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        if beta == 0:
+            out[:, :] = 0
+        return
+    ldc = _leading_dimension(out)
+    if out.shape[1] > 1 and out.strides[1] != out.itemsize:
+        raise ValueError("gemm needs an output whose rows are contiguous")
+    _cblas_gemm(trans_a, trans_b, m, n, k, a, _leading_dimension(a), b, _leading_dimension(b), beta, out, ldc)
+
+
+@njit(cache=True)
+def gemm(a, trans_a, b, trans_b, out):
+    # out (m, n) = op(a) (m, k) @ op(b) (k, n)
+    _gemm(a, trans_a, b, trans_b, out, 0.0)
+
+
+@njit(cache=True)
+def gemm_acc(a, trans_a, b, trans_b, out):
+    # out (m, n) += op(a) (m, k) @ op(b) (k, n)
+    _gemm(a, trans_a, b, trans_b, out, 1.0)
