@@ -1,17 +1,18 @@
-"""The GEMMs of the bench cases: the BLAS behind numbanets against torch's, shape by shape.
+"""The GEMMs of the bench cases: numbanets' BLAS, SciPy's OpenBLAS and torch's, shape by shape.
 
     python scripts/gemm_shapes.py [--threads 1 2] [--repeat 7]
 
-numbanets' CPU kernels call BLAS through numba's np.dot, which uses the BLAS
-that SciPy ships (OpenBLAS in the PyPI wheels); torch's CPU wheels carry their
-own (MKL on x86). This times the same float32 product C = A @ B of each shape
-with both, in one process, at each thread count (numba's np.dot inside one
-compiled loop, so no Python call per product; torch.mm with out=), and prints
-GFLOP/s. The shapes are the ones the char LM and conv cases of `nbnets bench`
-run (M x K @ K x N):
+numbanets' CPU kernels call numbanets.kernels.cpu.blas.gemm: MKL with the
+`mkl` extra, else the OpenBLAS that SciPy ships (what numba's own np.dot
+calls); torch's CPU wheels carry their own MKL. This times the same float32
+product C = A @ B of each shape with all three, in one process, at each
+thread count (gemm and np.dot inside one compiled loop, so no Python call per
+product; torch.mm with out=), and prints GFLOP/s. The shapes are the ones
+the char LM and conv cases of `nbnets bench` run (M x K @ K x N):
 
     step-fwd   (N, H) @ (H, 4H)      h_{t-1} @ w_hh.T, once per time step (LSTM forward)
-    step-fwd^T (4H, H) @ (H, N)      the same product transposed: w_hh @ h_{t-1}.T
+    step-fwd^T (4H, H) @ (H, N)      the same product transposed: w_hh @ h_{t-1}.T (not used by the kernels;
+                                     OpenBLAS is much faster in this orientation)
     step-bwd   (N, 4H) @ (4H, H)     da_t @ w_hh, once per time step (LSTM backward)
     seq-proj   (T*N, H) @ (H, 4H)    input projection of a whole window
     seq-grad   (4H, T*N) @ (T*N, H)  weight gradient over a whole window
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from numba import njit  # noqa: E402
 
+from numbanets.kernels.cpu import blas  # noqa: E402
+
 # (name, M, K, N); T = N_batch = 50 as in the char LM bench cases
 SHAPES = [(f"{name} H={h}", m, k, n) for h in (128, 512) for name, m, k, n in (
     ("step-fwd", 50, h, 4 * h),
@@ -44,9 +47,15 @@ SHAPES = [(f"{name} H={h}", m, k, n) for h in (128, 512) for name, m, k, n in (
 
 
 @njit(cache=True)
-def _products(a, b, out, repeat):
+def _openblas_products(a, b, out, repeat):
     for _ in range(repeat):
         np.dot(a, b, out)
+
+
+@njit(cache=True)
+def _numbanets_products(a, b, out, repeat):
+    for _ in range(repeat):
+        blas.gemm(a, False, b, False, out)
 
 
 def _best_seconds(run, repeat: int, inner: int) -> float:
@@ -69,28 +78,32 @@ def main(argv=None) -> int:
     from runner.bench_measure import Threads
 
     rng = np.random.default_rng(0)
-    print(f"float32 GFLOP/s, best of {args.repeat}; numbanets: numba np.dot (SciPy's BLAS), torch {torch.__version__}")
-    print(f"{'shape':26}{'M x K @ K x N':>22}{'threads':>9}{'numbanets':>11}{'torch':>9}{'ratio':>8}")
+    print(f"float32 GFLOP/s, best of {args.repeat}; numbanets: blas.gemm ({blas.NAME}), openblas: numba's np.dot "
+          f"(SciPy's), torch {torch.__version__} (torch.mm)")
+    print(f"{'shape':22}{'M x K @ K x N':>24}{'threads':>8}{'numbanets':>11}{'openblas':>10}{'torch':>8}"
+          f"{'nb/torch':>10}")
     for threads in args.threads:
         with Threads(threads, torch):
             for name, m, k, n in SHAPES:
                 a = rng.standard_normal((m, k), dtype=np.float32)
                 b = rng.standard_normal((k, n), dtype=np.float32)
-                out = np.empty((m, n), dtype=np.float32)
+                out, out_ob = np.empty((m, n), dtype=np.float32), np.empty((m, n), dtype=np.float32)
                 ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.empty(m, n)
                 flops = 2.0 * m * k * n
                 inner = max(1, int(2e8 / flops))
-                nb = _best_seconds(lambda r: _products(a, b, out, r), args.repeat, inner)
+                nb = _best_seconds(lambda r: _numbanets_products(a, b, out, r), args.repeat, inner)
+                ob = _best_seconds(lambda r: _openblas_products(a, b, out_ob, r), args.repeat, inner)
 
                 def torch_run(r):
                     for _ in range(r):
                         torch.mm(ta, tb, out=tout)
 
                 th = _best_seconds(torch_run, args.repeat, inner)
-                np.testing.assert_allclose(out, tout.numpy(), rtol=1e-3, atol=1e-3 * np.sqrt(k))
-                print(f"{name:26}{f'{m} x {k} @ {k} x {n}':>22}{threads:>9}{flops / nb / 1e9:11.0f}"
-                      f"{flops / th / 1e9:9.0f}{th / nb:8.2f}")
-    print("ratio: torch's time / numbanets' (above 1: numbanets' BLAS is faster)")
+                for got in (out, out_ob):
+                    np.testing.assert_allclose(got, tout.numpy(), rtol=1e-3, atol=1e-3 * np.sqrt(k))
+                print(f"{name:22}{f'{m} x {k} @ {k} x {n}':>24}{threads:>8}{flops / nb / 1e9:11.0f}"
+                      f"{flops / ob / 1e9:10.0f}{flops / th / 1e9:8.0f}{th / nb:10.2f}")
+    print("nb/torch: torch's time / numbanets' (above 1: numbanets' GEMM is faster)")
     return 0
 
 
