@@ -175,6 +175,7 @@ def run(opts: dict, echo=None) -> Result:
     from runner import bench_torch
     from runner.bench_cases import Ctx, build_cases
     from runner.bench_measure import TOL, Threads, peak_memory, sgemm
+    from runner.info import kernel_blas_description as kernel_blas
     from runner.runs import new_run_dir, write_config, write_csv, write_json
 
     echo = echo or (lambda s: print(s, flush=True))
@@ -204,7 +205,7 @@ def run(opts: dict, echo=None) -> Result:
         config = write_config(run_dir, COMMAND, o, device=device, threads=threads, blas=th.blas, torch=torch_note,
                               cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=TOL)
         echo(f"bench   {len(cases)} cases{' + first step' if first_step else ''} on {device}, {threads} threads; "
-             f"torch: {torch_note}; BLAS: {th.blas}")
+             f"torch: {torch_note}; numbanets' kernels on {kernel_blas()}; BLAS libraries: {th.blas}")
         echo(f"run     {run_dir}")
         for note in notes:
             echo(f"note    {note}")

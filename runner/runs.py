@@ -23,6 +23,7 @@ def versions() -> dict[str, str]:
     import pandas as pd
 
     import numbanets
+    from numbanets.kernels.cpu import blas
 
     return {
         "numbanets": numbanets.__version__,
@@ -31,6 +32,7 @@ def versions() -> dict[str, str]:
         "pandas": pd.__version__,
         "python": platform.python_version(),
         "numba_threads": str(numba.get_num_threads()),
+        "kernel_blas": blas.NAME,  # the CPU kernels' GEMMs: mkl or openblas (NUMBANETS_BLAS, the mkl extra)
     }
 
 
