@@ -109,3 +109,20 @@ def test_mkl_is_used_when_installed():
     run = _in_fresh_process("")
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["mkl", "83.0"]
+
+
+def test_reversed_broadcast_and_overlapping_rows_are_errors():
+    a = np.arange(12.0).reshape(4, 3)
+    for bad in (a[::-1], np.broadcast_to(a[0], (4, 3)), np.lib.stride_tricks.sliding_window_view(np.arange(6.0), 3)):
+        with pytest.raises(ValueError, match="rows are contiguous"):
+            blas.gemm(bad, False, np.ones((3, 2)), False, np.empty((bad.shape[0], 2)))
+
+
+def test_restore_threads_undoes_set_threads():
+    if not blas.has_thread_control():
+        pytest.skip(f"{blas.NAME} offers no thread control here")
+    before = blas.threads()
+    token = blas.set_threads(1)
+    assert blas.threads() == 1
+    blas.restore_threads(token)
+    assert blas.threads() == before

@@ -3,11 +3,13 @@
     gemm(a, trans_a, b, trans_b, out)          (njit) out = op(a) @ op(b)
     gemm_acc(a, trans_a, b, trans_b, out)      (njit) out += op(a) @ op(b)
         op(x) = x.T if trans_x else x; a, b, out 2-D float32 or float64 of one dtype,
-        rows contiguous (a C-contiguous array, or a slice of whole rows of one)
+        rows contiguous and not overlapping; out must not overlap a or b
     NAME                                        "mkl" or "openblas": the BLAS in use
     CHOSEN                                      True when NUMBANETS_BLAS chose it
     threads() / set_threads(n)                  its thread count for calls from this thread (MKL) or all
                                                 threads (OpenBLAS); None / no-op if it has no control
+    restore_threads(set_threads(1))             undo a set_threads exactly (MKL: back to following the global)
+    has_thread_control()                        whether the count can be set
 
 Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
 loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
@@ -39,7 +41,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["gemm", "gemm_acc", "NAME", "threads", "set_threads"]
+__all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
+           "has_thread_control"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
@@ -100,6 +103,7 @@ for _symbol, _function in (("numbanets_cblas_sgemm", _SGEMM), ("numbanets_cblas_
 if _GET_THREADS is not None:
     _GET_THREADS.restype, _GET_THREADS.argtypes = ctypes.c_int, []
     _SET_THREADS.argtypes = [ctypes.c_int]
+    _SET_THREADS.restype = ctypes.c_int if NAME == "mkl" else None  # MKL returns the previous local count
 
 
 def threads() -> int | None:
@@ -107,11 +111,23 @@ def threads() -> int | None:
     return None if _GET_THREADS is None else int(_GET_THREADS())
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int):
     """Set the BLAS's thread count (no-op when it offers no control). MKL: for calls from this thread
-    (MKL_Set_Num_Threads_Local, as threadpoolctl does); OpenBLAS: for every thread."""
-    if _SET_THREADS is not None:
-        _SET_THREADS(int(n))
+    (MKL_Set_Num_Threads_Local, as threadpoolctl does); OpenBLAS: for every thread.
+    Returns what restore_threads needs to undo it."""
+    if _SET_THREADS is None:
+        return None
+    if NAME == "mkl":
+        return ("mkl", _SET_THREADS(int(n)))  # the previous local setting (0: follow the global one)
+    previous = threads()
+    _SET_THREADS(int(n))
+    return ("openblas", previous)
+
+
+def restore_threads(token) -> None:
+    """Undo a set_threads call with the value it returned."""
+    if token is not None:
+        _SET_THREADS(int(token[1]))
 
 
 def has_thread_control() -> bool:
@@ -165,7 +181,12 @@ def _leading_dimension(x):
         raise ValueError("gemm needs arrays whose rows are contiguous")
     if rows <= 1:
         return max(cols, 1)
-    return x.strides[0] // item
+    ld = x.strides[0] // item
+    if x.strides[0] % item != 0 or ld < cols:  # reversed, broadcast or overlapping rows: BLAS would refuse
+        raise ValueError("gemm needs arrays whose rows are contiguous and do not overlap")
+    if ld > 2147483647:
+        raise ValueError("gemm: a leading dimension above 2**31 - 1 does not fit CBLAS's int")
+    return ld
 
 
 @njit(cache=True)
@@ -177,6 +198,8 @@ def _gemm(a, trans_a, b, trans_b, out, beta):
     n_b = b.shape[0] if trans_b else b.shape[1]
     if m_a != m or k_b != k or n_b != n:
         raise ValueError("gemm: shapes do not match: op(a) (m, k) @ op(b) (k, n) -> out (m, n)")
+    if m > 2147483647 or n > 2147483647 or k > 2147483647:
+        raise ValueError("gemm: a dimension above 2**31 - 1 does not fit CBLAS's int")
     if m == 0 or n == 0:
         return
     if k == 0:

@@ -83,8 +83,7 @@ def _run_blocks(blocks):
             _POOL = ThreadPoolExecutor(max_workers=len(blocks) - 1, thread_name_prefix="numbanets-conv")
             _POOL_SIZE = len(blocks) - 1
         pool = _POOL
-    old = blas.threads()
-    blas.set_threads(1)
+    old = blas.set_threads(1)
     try:
         futures = [pool.submit(_on_one_blas_thread, fn, args) for fn, args in blocks[1:]]
         try:
@@ -94,7 +93,7 @@ def _run_blocks(blocks):
             for future in futures:
                 future.result()
     finally:
-        blas.set_threads(old)
+        blas.restore_threads(old)
 
 
 # --------------------------------------------------------------------------- im2col / col2im
