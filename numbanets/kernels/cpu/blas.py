@@ -206,9 +206,7 @@ def _gemm(a, trans_a, b, trans_b, out, beta):
         if beta == 0:
             out[:, :] = 0
         return
-    ldc = _leading_dimension(out)
-    if out.shape[1] > 1 and out.strides[1] != out.itemsize:
-        raise ValueError("gemm needs an output whose rows are contiguous")
+    ldc = _leading_dimension(out)  # also checks that out's rows are contiguous
     _cblas_gemm(trans_a, trans_b, m, n, k, a, _leading_dimension(a), b, _leading_dimension(b), beta, out, ldc)
 
 
