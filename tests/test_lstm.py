@@ -125,6 +125,42 @@ def test_outputs_are_new_arrays(rng):
 
 # --------------------------------------------------------------------------- theory
 
+def test_threaded_step_passes_match_row_by_row_runs_and_any_thread_count(rng):
+    # N * H at the threshold: each step's element-wise pass runs split over numba's threads. Every
+    # batch row is an independent sequence, so running the rows one at a time (N = 1: one thread)
+    # must give the same numbers, and the thread count must not change a bit.
+    import numba
+
+    from numbanets.kernels.cpu.lstm import PARALLEL_MIN_ELEMENTS
+
+    T, D, H = 4, 3, 64
+    N = PARALLEL_MIN_ELEMENTS // H
+    args = _inputs(rng, T, N, D, H)
+    dhs = rng.standard_normal((T, N, H))
+    dc_T = rng.standard_normal((N, H))
+    hs, _, cache = F.lstm_forward(*args)
+    grads = F.lstm_backward(dhs, cache, dc_T)
+    for n in (0, N // 2, N - 1):
+        x, h0, c0, w_ih, w_hh, b = args
+        row_args = (x[:, n:n + 1].copy(), h0[n:n + 1].copy(), c0[n:n + 1].copy(), w_ih, w_hh, b)
+        hs_n, _, cache_n = F.lstm_forward(*row_args)
+        assert_close(hs[:, n:n + 1], hs_n, rtol=1e-12, atol=1e-12, name=f"hs row {n}")
+        dx_n, dh0_n, dc0_n, *_ = F.lstm_backward(dhs[:, n:n + 1].copy(), cache_n, dc_T[n:n + 1].copy())
+        assert_close(grads[0][:, n:n + 1], dx_n, rtol=1e-12, atol=1e-12, name=f"dx row {n}")
+        assert_close(grads[1][n:n + 1], dh0_n, rtol=1e-12, atol=1e-12, name=f"dh0 row {n}")
+        assert_close(grads[2][n:n + 1], dc0_n, rtol=1e-12, atol=1e-12, name=f"dc0 row {n}")
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        hs_1, _, cache_1 = F.lstm_forward(*args)
+        grads_1 = F.lstm_backward(dhs, cache_1, dc_T)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(hs, hs_1)
+    for g, g1 in zip(grads, grads_1):
+        np.testing.assert_array_equal(g, g1)
+
+
 @pytest.mark.parametrize("T", [1, 5, 20])
 def test_forget_gate_law(rng, T):
     # w_hh = 0 and zero input: every gate is constant, f = sigmoid(b_f); with the gradient

@@ -78,47 +78,6 @@ def test_empty_batch_and_zero_features(rng):
                 np.testing.assert_array_equal(g, 0.0)
 
 
-# --------------------------------------------------------------------------- sigmoid / tanh kernels
-
-def test_vectorised_sigmoid_and_tanh_are_accurate_to_a_few_ulp(rng):
-    # the kernels' own exp-based sigmoid/tanh (no libm calls, so the step loops vectorise)
-    from numba import njit
-
-    from numbanets.kernels.cpu.rnn import sigmoid, tanh
-
-    @njit
-    def apply(xs, sig, th):
-        for k in range(xs.size):
-            sig[k] = sigmoid(xs[k])
-            th[k] = tanh(xs[k])
-
-    xs = np.concatenate([
-        rng.standard_normal(2000) * s for s in (1e-7, 1e-3, 0.3, 1.0, 4.0, 20.0, 300.0)
-    ] + [np.array([0.0, -0.0, 1e-300, -1e-30, 19.5, -21.0, 88.0, -88.0, -103.0, -745.0, 800.0, -800.0])])
-    # float64 reference: long double (80-bit x87 on x86, ~1e-19); where long double is
-    # plain float64 the reference's own rounding shows, hence 4 ulp there
-    for dtype, max_ulp in ((np.float32, 2.0), (np.float64, 4.0)):
-        x = xs.astype(dtype)
-        sig, th = np.empty_like(x), np.empty_like(x)
-        apply(x, sig, th)
-        xl = x.astype(np.longdouble)  # the float32/float64 inputs, exactly
-        for name, got, ref in (("sigmoid", sig, 1 / (1 + np.exp(-xl))), ("tanh", th, np.tanh(xl))):
-            finfo = np.finfo(dtype)
-            ulp = np.abs(got.astype(np.longdouble) - ref) / (np.maximum(np.abs(ref), finfo.tiny) * finfo.eps)
-            k = int(np.argmax(ulp))
-            assert ulp[k] <= max_ulp, f"{name} {dtype.__name__}: {float(ulp[k]):.2f} ulp at x = {x[k]!r}"
-    for special, s_exp, t_exp in ((np.inf, 1.0, 1.0), (-np.inf, 0.0, -1.0)):
-        for dtype in (np.float32, np.float64):
-            x = np.array([special], dtype)
-            sig, th = np.empty_like(x), np.empty_like(x)
-            apply(x, sig, th)
-            assert sig[0] == s_exp and th[0] == t_exp
-    x = np.array([np.nan])
-    sig, th = np.empty_like(x), np.empty_like(x)
-    apply(x, sig, th)
-    assert np.isnan(sig[0]) and np.isnan(th[0])
-
-
 # --------------------------------------------------------------------------- backward
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -17,17 +17,28 @@ one GEMM per step) and dc, and stores the pre-activation gradients
 da_t (N, 4H); after the loop dx, dw_ih, dw_hh and db are whole-sequence GEMMs
 (`rnn.sequence_param_grads`). tanh(c_t) is recomputed, not stored.
 
-sigmoid and tanh are rnn.py's vectorisable versions (no libm calls), so each
+sigmoid and tanh are vmath's vectorisable versions (no libm calls), so each
 step's element-wise pass runs as 8-lane (float32) / 4-lane (float64) SIMD.
+
+Threads: each step's element-wise pass is split over the batch rows on numba's
+threads (`prange`) once a step has at least PARALLEL_MIN_ELEMENTS hidden
+units (N * H); below that one thread does it, as the cost of starting the
+threads would exceed the work. numba's threads and the BLAS's are the same
+GNU OpenMP pool, so the two take turns without spinning against each other.
+Every element is computed as on one thread: the results do not depend on the
+thread count.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from numbanets.kernels.cpu.blas import gemm
-from numbanets.kernels.cpu.rnn import _JIT, _one, sequence_param_grads, sigmoid, tanh
+from numbanets.kernels.cpu.rnn import sequence_param_grads
+from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
-__all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates"]
+__all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates", "PARALLEL_MIN_ELEMENTS"]
+
+PARALLEL_MIN_ELEMENTS = 2048  # N * H of one step from which its element-wise pass runs on all threads
 
 
 @njit(**_JIT)
@@ -50,6 +61,23 @@ def _lstm_step(g, r, b, c_prev, c, h):
         g[j + 3 * H] = o
         c[j] = cj
         h[j] = o * tanh(cj)
+
+
+@njit(parallel=True, **_JIT)
+def _lstm_rows_parallel(g, r, b, c_prev, c, h):
+    # g, r (N, 4H)  b (4H,)  c_prev, c, h (N, H): _lstm_step for every row, rows split over the threads
+    for n in prange(g.shape[0]):
+        _lstm_step(g[n], r[n], b, c_prev[n], c[n], h[n])
+
+
+@njit(**_JIT)
+def _lstm_rows(g, r, b, c_prev, c, h, parallel):
+    # g, r (N, 4H)  b (4H,)  c_prev, c, h (N, H): one time step's element-wise pass
+    if parallel:
+        _lstm_rows_parallel(g, r, b, c_prev, c, h)
+    else:
+        for n in range(g.shape[0]):
+            _lstm_step(g[n], r[n], b, c_prev[n], c[n], h[n])
 
 
 @njit(**_JIT)
@@ -75,15 +103,14 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
     rec = np.empty((N, G), dtype=gates.dtype)
+    parallel = N * H >= PARALLEL_MIN_ELEMENTS
     for t in range(T):
         if t == 0:
             gemm(h0, False, w_hh, True, rec)
-            for n in range(N):
-                _lstm_step(gates[0, n], rec[n], b, c0[n], cs[0, n], hs[0, n])
+            _lstm_rows(gates[0], rec, b, c0, cs[0], hs[0], parallel)
         else:
             gemm(hs[t - 1], False, w_hh, True, rec)
-            for n in range(N):
-                _lstm_step(gates[t, n], rec[n], b, cs[t - 1, n], cs[t, n], hs[t, n])
+            _lstm_rows(gates[t], rec, b, cs[t - 1], cs[t], hs[t], parallel)
     return hs, cs, gates
 
 
@@ -110,6 +137,23 @@ def _lstm_grad_step(da, dh_out, dh_rec, dc, g, c, c_prev):
         dc[j] = dcj * f
 
 
+@njit(parallel=True, **_JIT)
+def _lstm_grad_rows_parallel(da, dh_out, dh_rec, dc, g, c, c_prev):
+    # da, g (N, 4H)  dh_out, dh_rec, dc, c, c_prev (N, H): _lstm_grad_step for every row, split over the threads
+    for n in prange(da.shape[0]):
+        _lstm_grad_step(da[n], dh_out[n], dh_rec[n], dc[n], g[n], c[n], c_prev[n])
+
+
+@njit(**_JIT)
+def _lstm_grad_rows(da, dh_out, dh_rec, dc, g, c, c_prev, parallel):
+    # da, g (N, 4H)  dh_out, dh_rec, dc, c, c_prev (N, H): one time step's element-wise backward pass
+    if parallel:
+        _lstm_grad_rows_parallel(da, dh_out, dh_rec, dc, g, c, c_prev)
+    else:
+        for n in range(da.shape[0]):
+            _lstm_grad_step(da[n], dh_out[n], dh_rec[n], dc[n], g[n], c[n], c_prev[n])
+
+
 @njit(**_JIT)
 def lstm_backward(dhs, dc_T, x, h0, c0, w_ih, w_hh, hs, cs, gates):
     # dhs (T, N, H)  dc_T (N, H)  x (T, N, D)  h0, c0 (N, H)  w_ih (4H, D)  w_hh (4H, H)
@@ -130,12 +174,11 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     da = np.empty((T, N, G), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = dc_T.copy()  # becomes dc0
+    parallel = N * H >= PARALLEL_MIN_ELEMENTS
     for t in range(T - 1, -1, -1):
         if t == 0:
-            for n in range(N):
-                _lstm_grad_step(da[0, n], dhs[0, n], dh_next[n], dc[n], gates[0, n], cs[0, n], c0[n])
+            _lstm_grad_rows(da[0], dhs[0], dh_next, dc, gates[0], cs[0], c0, parallel)
         else:
-            for n in range(N):
-                _lstm_grad_step(da[t, n], dhs[t, n], dh_next[n], dc[n], gates[t, n], cs[t, n], cs[t - 1, n])
+            _lstm_grad_rows(da[t], dhs[t], dh_next, dc, gates[t], cs[t], cs[t - 1], parallel)
         gemm(da[t], False, w_hh, False, dh_next)
     return da, dh_next, dc
