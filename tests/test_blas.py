@@ -126,3 +126,22 @@ def test_restore_threads_undoes_set_threads():
     assert blas.threads() == 1
     blas.restore_threads(token)
     assert blas.threads() == before
+
+
+def test_shares_numba_threads_only_with_mkl_on_gnu_openmp_and_is_read_at_run_time():
+    # the LSTM's threaded step passes depend on it: with OpenBLAS they would fight its spinning threads
+    @njit
+    def read():
+        return blas.shares_numba_threads()
+
+    expected = blas.NAME == "mkl" and os.environ.get("MKL_THREADING_LAYER", "gnu").lower() == "gnu"
+    assert blas.SHARES_NUMBA_THREADS == expected
+    assert read() == expected
+    # a variable of the running process, not a constant compiled in (the on-disk cache serves both BLAS)
+    saved = blas._SHARES_STATE[0]
+    try:
+        blas._SHARES_STATE[0] = 1 - saved
+        assert read() == (not expected)
+    finally:
+        blas._SHARES_STATE[0] = saved
+    assert read() == expected

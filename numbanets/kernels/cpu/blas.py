@@ -10,6 +10,8 @@
                                                 threads (OpenBLAS); None / no-op if it has no control
     restore_threads(set_threads(1))             undo a set_threads exactly (MKL: back to following the global)
     has_thread_control()                        whether the count can be set
+    shares_numba_threads()                      (njit) True when the BLAS's threads are numba's OpenMP pool
+    SHARES_NUMBA_THREADS                        the same, in Python
 
 Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
 loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
@@ -25,6 +27,15 @@ module is imported, and the compiled kernels call those names (a numba
 intrinsic). The on-disk cache of the kernels therefore holds no addresses and
 serves either library. MKL runs its threads on GNU OpenMP (the runtime numba
 and torch use too), unless MKL_THREADING_LAYER says otherwise.
+
+Kernels that run numba threads (`prange`) between BLAS calls ask
+shares_numba_threads() first: with MKL on GNU OpenMP and numba on its omp
+threading layer, both take their threads from one pool and take turns; with
+OpenBLAS (its own pthreads, which spin after a call) the two pools fight over
+the cores and a per-time-step prange ran 60x slower (416 against 7 ms for
+an LSTM layer's forward loop, H 128). The answer is asked at run time from a
+function registered like the gemm symbols, so the cache stays valid for
+either library.
 """
 
 from __future__ import annotations
@@ -42,10 +53,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
-           "has_thread_control"]
+           "has_thread_control", "shares_numba_threads", "SHARES_NUMBA_THREADS"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
+_SHARES_SYMBOL = "numbanets_blas_shares_numba_threads"
 
 
 # --------------------------------------------------------------------------- loading
@@ -100,6 +112,23 @@ NAME, _LIB, _SGEMM, _DGEMM, _GET_THREADS, _SET_THREADS = _load()
 CHOSEN = bool(os.environ.get("NUMBANETS_BLAS", "").strip())  # NUMBANETS_BLAS made the choice
 for _symbol, _function in (("numbanets_cblas_sgemm", _SGEMM), ("numbanets_cblas_dgemm", _DGEMM)):
     llvm.add_symbol(_symbol, ctypes.cast(_function, ctypes.c_void_p).value)
+
+
+def _shares_numba_threads() -> bool:
+    """MKL on GNU OpenMP while numba's threading layer can be its omp layer (the GNU runtime too)."""
+    if NAME != "mkl" or os.environ.get("MKL_THREADING_LAYER", "gnu").strip().lower() != "gnu":
+        return False
+    from numba import config
+
+    return str(config.THREADING_LAYER).lower() in ("default", "omp", "safe", "threadsafe")
+
+
+SHARES_NUMBA_THREADS = _shares_numba_threads()
+_SHARES_STATE = [int(SHARES_NUMBA_THREADS)]  # what shares_numba_threads() answers in compiled code
+# a C-callable function, not a data symbol: the JIT reaches external data by a 32-bit offset, which a
+# ctypes variable allocated far from the code overflows (a segfault); calls go through stubs
+_SHARES_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(lambda: _SHARES_STATE[0])
+llvm.add_symbol(_SHARES_SYMBOL, ctypes.cast(_SHARES_CALLBACK, ctypes.c_void_p).value)
 if _GET_THREADS is not None:
     _GET_THREADS.restype, _GET_THREADS.argtypes = ctypes.c_int, []
     _SET_THREADS.argtypes = [ctypes.c_int]
@@ -132,6 +161,18 @@ def restore_threads(token) -> None:
 
 def has_thread_control() -> bool:
     return _SET_THREADS is not None
+
+
+@intrinsic
+def shares_numba_threads(typingctx):
+    # () -> bool: SHARES_NUMBA_THREADS of the running process, asked at run time (not a compiled constant);
+    # a call into Python (about a microsecond, with the GIL): once per kernel call, not per step
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, []), _SHARES_SYMBOL)
+        return builder.icmp_signed("!=", builder.call(fn, []), ir.Constant(i32, 0))
+
+    return types.boolean(), codegen
 
 
 # --------------------------------------------------------------------------- the call

@@ -22,17 +22,18 @@ step's element-wise pass runs as 8-lane (float32) / 4-lane (float64) SIMD.
 
 Threads: each step's element-wise pass is split over the batch rows on numba's
 threads (`prange`) once a step has at least PARALLEL_MIN_ELEMENTS hidden
-units (N * H); below that one thread does it, as the cost of starting the
-threads would exceed the work. numba's threads and the BLAS's are the same
-GNU OpenMP pool, so the two take turns without spinning against each other.
-Every element is computed as on one thread: the results do not depend on the
-thread count.
+units (N * H) and the BLAS's threads are numba's own OpenMP pool (MKL on GNU
+OpenMP: `blas.shares_numba_threads()`, asked once per call, at run time, so
+one on-disk cache serves both BLAS); otherwise one thread does it, as the
+cost of starting the threads would exceed the work, or (OpenBLAS) its
+spinning threads and numba's would fight over the cores. Every element is
+computed as on one thread: the results do not depend on the thread count.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu.blas import gemm
+from numbanets.kernels.cpu.blas import gemm, shares_numba_threads
 from numbanets.kernels.cpu.rnn import sequence_param_grads
 from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
@@ -103,7 +104,7 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
     rec = np.empty((N, G), dtype=gates.dtype)
-    parallel = N * H >= PARALLEL_MIN_ELEMENTS
+    parallel = N * H >= PARALLEL_MIN_ELEMENTS and shares_numba_threads()
     for t in range(T):
         if t == 0:
             gemm(h0, False, w_hh, True, rec)
@@ -174,7 +175,7 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     da = np.empty((T, N, G), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = dc_T.copy()  # becomes dc0
-    parallel = N * H >= PARALLEL_MIN_ELEMENTS
+    parallel = N * H >= PARALLEL_MIN_ELEMENTS and shares_numba_threads()
     for t in range(T - 1, -1, -1):
         if t == 0:
             _lstm_grad_rows(da[0], dhs[0], dh_next, dc, gates[0], cs[0], c0, parallel)
