@@ -134,8 +134,15 @@ def test_shares_numba_threads_only_with_mkl_on_gnu_openmp_and_is_read_at_run_tim
     def read():
         return blas.shares_numba_threads()
 
-    expected = blas.NAME == "mkl" and os.environ.get("MKL_THREADING_LAYER", "gnu").lower() == "gnu"
-    assert blas.SHARES_NUMBA_THREADS == expected
+    expected = blas.SHARES_NUMBA_THREADS
+    if blas.NAME != "mkl":
+        assert not expected
+    elif sys.platform.startswith("linux") and not any(
+            os.environ.get(v) for v in ("MKL_THREADING_LAYER", "NUMBA_THREADING_LAYER")):
+        import numba
+
+        numba.njit(parallel=True)(lambda a: a + 1)(np.zeros(4))  # start numba's threads
+        assert expected == (numba.threading_layer() == "omp")
     assert read() == expected
     # a variable of the running process, not a constant compiled in (the on-disk cache serves both BLAS)
     saved = blas._SHARES_STATE[0]

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -115,12 +116,30 @@ for _symbol, _function in (("numbanets_cblas_sgemm", _SGEMM), ("numbanets_cblas_
 
 
 def _shares_numba_threads() -> bool:
-    """MKL on GNU OpenMP while numba's threading layer can be its omp layer (the GNU runtime too)."""
-    if NAME != "mkl" or os.environ.get("MKL_THREADING_LAYER", "gnu").strip().lower() != "gnu":
+    """MKL on GNU OpenMP (Linux) while numba's threading layer will be its omp layer (GNU OpenMP too)."""
+    if NAME != "mkl" or not sys.platform.startswith("linux"):
+        return False
+    if os.environ.get("MKL_THREADING_LAYER", "gnu").strip().lower() != "gnu":
         return False
     from numba import config
 
-    return str(config.THREADING_LAYER).lower() in ("default", "omp", "safe", "threadsafe")
+    layer = str(config.THREADING_LAYER).lower()
+    if layer == "omp":
+        return True
+    if layer not in ("default", "threadsafe"):  # tbb, workqueue, or "safe" (tbb only)
+        return False
+    for name in config.THREADING_LAYER_PRIORITY:  # numba takes the first of these that loads
+        if name == "omp":
+            return True
+        if name == "workqueue" and layer == "default":
+            return False
+        if name == "tbb":
+            try:
+                importlib.import_module("numba.np.ufunc.tbbpool")  # loads where a matching libtbb is found
+            except ImportError:
+                continue
+            return False
+    return False
 
 
 SHARES_NUMBA_THREADS = _shares_numba_threads()
