@@ -128,27 +128,32 @@ def test_restore_threads_undoes_set_threads():
     assert blas.threads() == before
 
 
-def test_shares_numba_threads_only_with_mkl_on_gnu_openmp_and_is_read_at_run_time():
-    # the LSTM's threaded step passes depend on it: with OpenBLAS they would fight its spinning threads
-    @njit
-    def read():
-        return blas.shares_numba_threads()
+def test_parallel_threads_only_with_mkl_on_gnu_openmp_and_is_read_at_run_time():
+    # the LSTM's row blocks depend on it: with OpenBLAS they would fight its spinning threads
+    import numba
 
-    expected = blas.SHARES_NUMBA_THREADS
+    @njit(cache=False)
+    def read():
+        return blas.parallel_threads()
+
+    shares = blas.SHARES_NUMBA_THREADS
     if blas.NAME != "mkl":
-        assert not expected
+        assert not shares
     elif sys.platform.startswith("linux") and not any(
             os.environ.get(v) for v in ("MKL_THREADING_LAYER", "NUMBA_THREADING_LAYER")):
-        import numba
-
         numba.njit(parallel=True)(lambda a: a + 1)(np.zeros(4))  # start numba's threads
-        assert expected == (numba.threading_layer() == "omp")
-    assert read() == expected
-    # a variable of the running process, not a constant compiled in (the on-disk cache serves both BLAS)
-    saved = blas._SHARES_STATE[0]
+        assert shares == (numba.threading_layer() == "omp")
+    threads = numba.get_num_threads()
+    assert read() == (threads if shares else 1)
+    # asked at run time, not a constant compiled in: the thread count and the flag can change
     try:
-        blas._SHARES_STATE[0] = 1 - saved
-        assert read() == (not expected)
+        numba.set_num_threads(1)
+        assert read() == 1
     finally:
-        blas._SHARES_STATE[0] = saved
-    assert read() == expected
+        numba.set_num_threads(threads)
+    try:
+        blas._SHARES_STATE[0] = not shares
+        assert read() == (1 if shares else threads)
+    finally:
+        blas._SHARES_STATE[0] = shares
+    assert read() == (threads if shares else 1)

@@ -10,8 +10,10 @@
                                                 threads (OpenBLAS); None / no-op if it has no control
     restore_threads(set_threads(1))             undo a set_threads exactly (MKL: back to following the global)
     has_thread_control()                        whether the count can be set
-    shares_numba_threads()                      (njit) True when the BLAS's threads are numba's OpenMP pool
-    SHARES_NUMBA_THREADS                        the same, in Python
+    SHARES_NUMBA_THREADS                        True when the BLAS's threads are numba's OpenMP pool
+    parallel_threads()                          (njit) numba's thread count when SHARES_NUMBA_THREADS, else 1
+    set_local_threads(n)                        (njit) MKL's count for this thread (0: follow the global one);
+                                                returns the previous setting; a no-op returning 0 on OpenBLAS
 
 Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
 loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
@@ -28,14 +30,18 @@ intrinsic). The on-disk cache of the kernels therefore holds no addresses and
 serves either library. MKL runs its threads on GNU OpenMP (the runtime numba
 and torch use too), unless MKL_THREADING_LAYER says otherwise.
 
-Kernels that run numba threads (`prange`) between BLAS calls ask
-shares_numba_threads() first: with MKL on GNU OpenMP and numba on its omp
-threading layer, both take their threads from one pool and take turns; with
-OpenBLAS (its own pthreads, which spin after a call) the two pools fight over
-the cores and a per-time-step prange ran 60x slower (416 against 7 ms for
-an LSTM layer's forward loop, H 128). The answer is asked at run time from a
-function registered like the gemm symbols, so the cache stays valid for
-either library.
+Kernels that run BLAS calls on numba threads (`prange`) ask parallel_threads()
+how many to use: with MKL on GNU OpenMP and numba on its omp threading layer,
+both take their threads from one pool (MKL runs single-threaded inside the
+parallel region); with OpenBLAS (its own pthreads, which spin after a call)
+the two pools fight over the cores and a per-time-step prange ran 60x slower
+(416 against 7 ms for an LSTM layer's forward loop, H 128), so the answer is
+1. It is asked at run time from a function registered like the gemm symbols
+(numba.get_num_threads() in compiled code would make the kernels uncacheable),
+so the cache stays valid for either library and any thread count. Inside the
+parallel region each thread sets its MKL count to 1 (set_local_threads) and
+restores it after: a calling thread whose count was set explicitly (threadpoolctl,
+`nbnets bench --threads`) would otherwise start nested MKL threads (2.5x slower).
 """
 
 from __future__ import annotations
@@ -54,11 +60,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
-           "has_thread_control", "shares_numba_threads", "SHARES_NUMBA_THREADS"]
+           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "set_local_threads"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
-_SHARES_SYMBOL = "numbanets_blas_shares_numba_threads"
+_PARALLEL_SYMBOL = "numbanets_parallel_threads"
+_SET_LOCAL_SYMBOL = "numbanets_blas_set_local_threads"
 
 
 # --------------------------------------------------------------------------- loading
@@ -143,11 +150,24 @@ def _shares_numba_threads() -> bool:
 
 
 SHARES_NUMBA_THREADS = _shares_numba_threads()
-_SHARES_STATE = [int(SHARES_NUMBA_THREADS)]  # what shares_numba_threads() answers in compiled code
+_SHARES_STATE = [SHARES_NUMBA_THREADS]  # read by _parallel_threads (a test flips it)
+
+
+def _parallel_threads() -> int:
+    import numba
+
+    return numba.get_num_threads() if _SHARES_STATE[0] else 1  # the calling thread's numba setting
+
+
 # a C-callable function, not a data symbol: the JIT reaches external data by a 32-bit offset, which a
 # ctypes variable allocated far from the code overflows (a segfault); calls go through stubs
-_SHARES_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(lambda: _SHARES_STATE[0])
-llvm.add_symbol(_SHARES_SYMBOL, ctypes.cast(_SHARES_CALLBACK, ctypes.c_void_p).value)
+_PARALLEL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_parallel_threads)
+llvm.add_symbol(_PARALLEL_SYMBOL, ctypes.cast(_PARALLEL_CALLBACK, ctypes.c_void_p).value)
+if NAME == "mkl":
+    _SET_LOCAL = _LIB.MKL_Set_Num_Threads_Local
+else:  # never called: parallel_threads() is 1 without MKL
+    _SET_LOCAL = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(lambda n: 0)
+llvm.add_symbol(_SET_LOCAL_SYMBOL, ctypes.cast(_SET_LOCAL, ctypes.c_void_p).value)
 if _GET_THREADS is not None:
     _GET_THREADS.restype, _GET_THREADS.argtypes = ctypes.c_int, []
     _SET_THREADS.argtypes = [ctypes.c_int]
@@ -183,15 +203,29 @@ def has_thread_control() -> bool:
 
 
 @intrinsic
-def shares_numba_threads(typingctx):
-    # () -> bool: SHARES_NUMBA_THREADS of the running process, asked at run time (not a compiled constant);
-    # a call into Python (about a microsecond, with the GIL): once per kernel call, not per step
+def parallel_threads(typingctx):
+    # () -> int64: numba threads for BLAS work on them (1 when the BLAS is not in numba's pool), asked at run
+    # time through Python (about a microsecond, with the GIL): once per kernel call, not per step
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _PARALLEL_SYMBOL)
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def set_local_threads(typingctx, n):
+    # (n) -> int32 previous: MKL_Set_Num_Threads_Local(n) for the calling thread (C, no Python involved)
+    if not isinstance(n, types.Integer):
+        return None
+
     def codegen(context, builder, signature, args):
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, []), _SHARES_SYMBOL)
-        return builder.icmp_signed("!=", builder.call(fn, []), ir.Constant(i32, 0))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), _SET_LOCAL_SYMBOL)
+        value = builder.trunc(context.cast(builder, args[0], signature.args[0], types.int64), i32)
+        return builder.call(fn, [value])
 
-    return types.boolean(), codegen
+    return types.int32(n), codegen
 
 
 # --------------------------------------------------------------------------- the call
