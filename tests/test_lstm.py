@@ -131,7 +131,7 @@ def test_threaded_step_passes_match_row_by_row_runs_and_any_thread_count(rng):
     # one block) must give the same numbers, and so must one thread.
     import numba
 
-    from numbanets.kernels.cpu.lstm import PARALLEL_MIN_ELEMENTS
+    from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS
 
     from numbanets.kernels.cpu import blas
 

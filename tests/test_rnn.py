@@ -54,6 +54,39 @@ def test_forward_default_is_tanh_and_accepts_noncontiguous(rng):
     assert_close(hs, expected, rtol=1e-13, atol=1e-13, name="hs")
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_row_blocks_match_row_by_row_runs_and_one_thread(rng, activation):
+    # N * H at the threshold: the batch rows run in one block per numba thread (blas.row_blocks), each
+    # through the whole time loop; one row at a time (one block) and one thread give the same numbers
+    import numba
+
+    from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS
+
+    T, D, H = 4, 3, 64
+    N = PARALLEL_MIN_ELEMENTS // H
+    args = _inputs(rng, T, N, D, H)
+    dhs = rng.standard_normal((T, N, H))
+    hs, cache = F.rnn_forward(*args, activation=activation)
+    grads = F.rnn_backward(dhs, cache)
+    for n in (0, N // 2, N - 1):
+        x, h0, w_ih, w_hh, b = args
+        hs_n, cache_n = F.rnn_forward(x[:, n:n + 1].copy(), h0[n:n + 1].copy(), w_ih, w_hh, b, activation=activation)
+        assert_close(hs[:, n:n + 1], hs_n, rtol=1e-12, atol=1e-12, name=f"hs row {n}")
+        dx_n, dh0_n, *_ = F.rnn_backward(dhs[:, n:n + 1].copy(), cache_n)
+        assert_close(grads[0][:, n:n + 1], dx_n, rtol=1e-12, atol=1e-12, name=f"dx row {n}")
+        assert_close(grads[1][n:n + 1], dh0_n, rtol=1e-12, atol=1e-12, name=f"dh0 row {n}")
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        hs_1, cache_1 = F.rnn_forward(*args, activation=activation)
+        grads_1 = F.rnn_backward(dhs, cache_1)
+    finally:
+        numba.set_num_threads(threads)
+    assert_close(hs, hs_1, rtol=1e-12, atol=1e-12, name="hs, one thread")
+    for g, g1 in zip(grads, grads_1):
+        assert_close(g, g1, rtol=1e-12, atol=1e-12, name="grads, one thread")
+
+
 def test_outputs_are_new_arrays(rng):
     args = _inputs(rng, 3, 2, 3, 4, dtype=np.float32)
     hs, cache = F.rnn_forward(*args, activation="tanh")

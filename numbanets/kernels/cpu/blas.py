@@ -14,6 +14,9 @@
     parallel_threads()                          (njit) numba's thread count when SHARES_NUMBA_THREADS, else 1
     set_local_threads(n)                        (njit) MKL's count for this thread (0: follow the global one);
                                                 returns the previous setting; a no-op returning 0 on OpenBLAS
+    row_blocks(n_rows, width)                   (njit) blocks of independent rows to run side by side on numba's
+                                                threads: 1 below PARALLEL_MIN_ELEMENTS (n_rows * width) or without
+                                                SHARES_NUMBA_THREADS, else min(threads, n_rows)
 
 Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
 loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
@@ -60,12 +63,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
-           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "set_local_threads"]
+           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "set_local_threads", "row_blocks",
+           "PARALLEL_MIN_ELEMENTS"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
 _PARALLEL_SYMBOL = "numbanets_parallel_threads"
 _SET_LOCAL_SYMBOL = "numbanets_blas_set_local_threads"
+PARALLEL_MIN_ELEMENTS = 2048  # rows * width of one time step from which row blocks run on all threads
 
 
 # --------------------------------------------------------------------------- loading
@@ -226,6 +231,14 @@ def set_local_threads(typingctx, n):
         return builder.call(fn, [value])
 
     return types.int32(n), codegen
+
+
+@njit(cache=True)
+def row_blocks(n_rows, width):
+    # how many blocks of independent rows (a recurrent layer's batch rows) run side by side: 1, or one per thread
+    if n_rows * width < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return max(1, min(parallel_threads(), n_rows))
 
 
 # --------------------------------------------------------------------------- the call

@@ -21,29 +21,27 @@ sigmoid and tanh are vmath's vectorisable versions (no libm calls), so each
 step's element-wise pass runs as 8-lane (float32) / 4-lane (float64) SIMD.
 
 Threads: the batch rows are independent sequences, so once a step has at
-least PARALLEL_MIN_ELEMENTS hidden units (N * H) the rows are split into one
+least blas.PARALLEL_MIN_ELEMENTS hidden units (N * H) the rows are split into one
 block per numba thread and each thread runs the whole time loop (forward or
 BPTT) for its block: its own per-step GEMMs (MKL runs single-threaded inside
 the parallel region) and its rows' element-wise passes, with no
 synchronisation between steps. That is 13-15 % faster than a parallel region
 per step (per-step GEMM on two BLAS threads, then the rows split), and 25-35 %
 faster than one thread doing the passes. It needs the BLAS's threads to be
-numba's own OpenMP pool (MKL on GNU OpenMP: `blas.parallel_threads()`, asked
-once per call, at run time, so one on-disk cache serves both BLAS and any
-thread count); with OpenBLAS, whose threads spin after every call, one block
-runs with the BLAS's own threads. Each row's arithmetic is the same in every block layout.
+numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`, asked once per
+call, at run time, so one on-disk cache serves both BLAS and any thread
+count); with OpenBLAS, whose threads spin after every call, one block runs
+with the BLAS's own threads. Each row's arithmetic is the same in every block layout.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu.blas import gemm, parallel_threads, set_local_threads
+from numbanets.kernels.cpu.blas import gemm, row_blocks, set_local_threads
 from numbanets.kernels.cpu.rnn import sequence_param_grads
 from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
-__all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates", "PARALLEL_MIN_ELEMENTS"]
-
-PARALLEL_MIN_ELEMENTS = 2048  # N * H of one step from which the batch rows run on all threads
+__all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates"]
 
 
 @njit(**_JIT)
@@ -66,14 +64,6 @@ def _lstm_step(g, r, b, c_prev, c, h):
         g[j + 3 * H] = o
         c[j] = cj
         h[j] = o * tanh(cj)
-
-
-@njit(**_JIT)
-def _row_blocks(n_rows, hidden):
-    # how many blocks of batch rows run their time loops side by side: 1, or one per numba thread
-    if n_rows * hidden < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return max(1, min(parallel_threads(), n_rows))
 
 
 @njit(**_JIT)
@@ -124,7 +114,7 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     H = G // 4
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
-    blocks = _row_blocks(N, H)
+    blocks = row_blocks(N, H)
     if blocks > 1:
         _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks)
     else:
@@ -199,7 +189,7 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     da = np.empty((T, N, G), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = dc_T.copy()  # becomes dc0
-    blocks = _row_blocks(N, H)
+    blocks = row_blocks(N, H)
     if blocks > 1:
         _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks)
     else:

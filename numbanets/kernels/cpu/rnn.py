@@ -15,13 +15,18 @@ dw_ih = da^T x, dw_hh = da^T h_prev, dx = da w_ih, db = sum of da.
 Arithmetic stays in the input dtype (float32 or float64); `_one` gives the
 constant 1 in that dtype so float32 kernels do not widen to float64. sigmoid and
 tanh are vmath's vectorisable versions (no libm calls).
+
+Threads: as the LSTM (lstm.py), the batch rows are independent sequences; from
+blas.PARALLEL_MIN_ELEMENTS (N * H) on, with MKL, they run in one block per
+numba thread, each block through the whole time loop with single-threaded
+per-step GEMMs (`blas.row_blocks`).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
-from numbanets.kernels.cpu.blas import gemm, gemm_acc
+from numbanets.kernels.cpu.blas import gemm, gemm_acc, row_blocks, set_local_threads
 from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations"]
@@ -73,14 +78,35 @@ def rnn_forward_projected(hs, h0, w_hh, b, act):
     # h0 (N, H)  w_hh (H, H)  b (H,)  act code  -> hs (T, N, H)
     # (the time loop of rnn_forward; also used with a row gather of w_ih for one-hot input)
     T, N, H = hs.shape
-    rec = np.empty((N, H), dtype=hs.dtype)
+    blocks = row_blocks(N, H)
+    if blocks > 1:
+        _forward_row_blocks(hs, h0, w_hh, b, act, blocks)
+    else:
+        _forward_rows(hs, h0, w_hh, b, act, 0, N)
+    return hs
+
+
+@njit(**_JIT)
+def _forward_rows(hs, h0, w_hh, b, act, lo, hi):
+    # the time loop for batch rows lo..hi-1 of hs (finished in place)
+    T, N, H = hs.shape
+    rec = np.empty((hi - lo, H), dtype=hs.dtype)  # h_{t-1} @ w_hh.T of these rows
     for t in range(T):
         if t == 0:
-            gemm(h0, False, w_hh, True, rec)
+            gemm(h0[lo:hi], False, w_hh, True, rec)
         else:
-            gemm(hs[t - 1], False, w_hh, True, rec)
-        _rnn_step(hs[t], rec, b, act)
-    return hs
+            gemm(hs[t - 1, lo:hi], False, w_hh, True, rec)
+        _rnn_step(hs[t, lo:hi], rec, b, act)
+
+
+@njit(parallel=True, **_JIT)
+def _forward_row_blocks(hs, h0, w_hh, b, act, blocks):
+    # _forward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
+    N = hs.shape[1]
+    for k in prange(blocks):
+        previous = set_local_threads(1)
+        _forward_rows(hs, h0, w_hh, b, act, k * N // blocks, (k + 1) * N // blocks)
+        set_local_threads(previous)
 
 
 @njit(**_JIT)
@@ -151,7 +177,27 @@ def rnn_backward_preactivations(dhs, w_hh, hs, act):
     T, N, H = hs.shape
     da = np.empty((T, N, H), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
-    for t in range(T - 1, -1, -1):
-        _rnn_grad_step(da[t], dhs[t], dh_next, hs[t], act)
-        gemm(da[t], False, w_hh, False, dh_next)
+    blocks = row_blocks(N, H)
+    if blocks > 1:
+        _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks)
+    else:
+        _backward_rows(dhs, w_hh, hs, act, da, dh_next, 0, N)
     return da, dh_next
+
+
+@njit(**_JIT)
+def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi):
+    # the BPTT loop for batch rows lo..hi-1: da written, dh_next carried in place on those rows
+    for t in range(hs.shape[0] - 1, -1, -1):
+        _rnn_grad_step(da[t, lo:hi], dhs[t, lo:hi], dh_next[lo:hi], hs[t, lo:hi], act)
+        gemm(da[t, lo:hi], False, w_hh, False, dh_next[lo:hi])
+
+
+@njit(parallel=True, **_JIT)
+def _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks):
+    # _backward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
+    N = hs.shape[1]
+    for k in prange(blocks):
+        previous = set_local_threads(1)
+        _backward_rows(dhs, w_hh, hs, act, da, dh_next, k * N // blocks, (k + 1) * N // blocks)
+        set_local_threads(previous)
