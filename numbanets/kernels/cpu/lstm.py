@@ -31,7 +31,8 @@ faster than one thread doing the passes. It needs the BLAS's threads to be
 numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`, asked once per
 call, at run time, so one on-disk cache serves both BLAS and any thread
 count); with OpenBLAS, whose threads spin after every call, one block runs
-with the BLAS's own threads. Each row's arithmetic is the same in every block layout.
+with the BLAS's own threads. A row's numbers do not depend on the blocks
+beyond rounding: a per-step GEMM over fewer rows may take another MKL kernel.
 """
 
 import numpy as np
