@@ -164,8 +164,10 @@ def _parallel_threads() -> int:
     return numba.get_num_threads() if _SHARES_STATE[0] else 1  # the calling thread's numba setting
 
 
-# a C-callable function, not a data symbol: the JIT reaches external data by a 32-bit offset, which a
-# ctypes variable allocated far from the code overflows (a segfault); calls go through stubs
+# a C-callable function, not a data symbol (a ctypes variable read as an external global crashed when the
+# cached code was loaded; external calls go through the JIT's stubs). It calls into Python, so it takes the
+# GIL: compiled code that holds the GIL on another thread while waiting for this one would deadlock (kernels
+# called from the functional API hold it on the calling thread itself, which is fine)
 _PARALLEL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_parallel_threads)
 llvm.add_symbol(_PARALLEL_SYMBOL, ctypes.cast(_PARALLEL_CALLBACK, ctypes.c_void_p).value)
 if NAME == "mkl":
