@@ -25,9 +25,10 @@ least blas.PARALLEL_MIN_ELEMENTS hidden units (N * H) the rows are split into on
 block per numba thread and each thread runs the whole time loop (forward or
 BPTT) for its block: its own per-step GEMMs (MKL runs single-threaded inside
 the parallel region) and its rows' element-wise passes, with no
-synchronisation between steps. That is 13-15 % faster than a parallel region
-per step (per-step GEMM on two BLAS threads, then the rows split), and 25-35 %
-faster than one thread doing the passes. It needs the BLAS's threads to be
+synchronisation between steps. Per layer at H 128 that took 34-38 % off the
+forward and backward loops against one thread doing the passes, and 13-15 %
+against a parallel region per step (per-step GEMM on two BLAS threads, then
+the rows split); BENCHMARKS.md has the runs. It needs the BLAS's threads to be
 numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`, asked once per
 call, at run time, so one on-disk cache serves both BLAS and any thread
 count); with OpenBLAS, whose threads spin after every call, one block runs
