@@ -89,6 +89,27 @@ def test_nan_propagates():
     assert y[0, 0, 1, 1] == 15.0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2x2_stride_2_windows_with_ties_and_odd_sizes(rng, dtype):
+    # the 2x2 / stride 2 / no padding fast path: many ties, an odd H and W (last row / column unused)
+    x = rng.integers(-1, 2, size=(2, 3, 7, 9)).astype(dtype)
+    y, idx = F.max_pool2d(x, 2)
+    y_ref, idx_ref = max_pool2d_ref(x, 2)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
+@pytest.mark.parametrize("tap", [0, 1, 4, 5])
+def test_nan_in_any_tap_of_a_2x2_window_wins(tap):
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x.reshape(-1)[tap] = np.nan
+    y, idx = F.max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == tap
+    x.reshape(-1)[5] = np.nan  # two NaNs: the later tap, as the general loop and PyTorch's rule give
+    _, idx = F.max_pool2d(x, 2)
+    assert idx[0, 0, 0, 0] == 5
+
+
 # ----------------------------------------------------------------- backward --
 
 

