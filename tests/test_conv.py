@@ -16,7 +16,7 @@ from gradcheck import assert_close, numerical_grad
 from reference import conv1d_ref, conv2d_ref
 
 from numbanets import functional as F
-from numbanets.kernels.cpu import blas
+from numbanets.kernels.cpu import blas, conv
 
 DTYPES = [np.float32, np.float64]
 GRAD_TOL = dict(rtol=1e-6, atol=1e-8)
@@ -145,6 +145,27 @@ def test_threaded_and_single_thread_paths_agree(rng, dtype):
     assert_close(y_par, y_one, **tol, name="y")
     for g_par, g_one, name in zip(grads_par, grads_one, ("dx", "dw", "db")):
         assert_close(g_par, g_one, **tol, name=name)
+
+
+@pytest.mark.parametrize("how", ["numba", "python"])
+@pytest.mark.parametrize("columns", [1, 64, 256])
+def test_sample_blocks_and_shared_gemms_agree_with_one_plain_loop(rng, monkeypatch, how, columns):
+    """Blocks on numba's pool or on Python threads, and 1, 2 or all of a block's samples per GEMM
+    (COLUMNS_PER_GEMM 1, 64, 256 with 30 output pixels: chunks end inside and at the ends of the blocks),
+    against one plain loop of one sample per GEMM; then against the float64 reference."""
+    x, w, b, kw = _conv2d_inputs(rng, ((7, 4, 6, 5), (6, 3, 3), 1, 1, 1))
+    dout = _randn(rng, (7, 6, 6, 5))
+    monkeypatch.setattr(conv, "COLUMNS_PER_GEMM", 1)
+    monkeypatch.setattr(conv, "_sample_threads", lambda n: (1, "loop"))
+    y_one, grads_one = F.conv2d(x, w, b, **kw), F.conv2d_backward(dout, x, w, **kw)
+    monkeypatch.setattr(conv, "COLUMNS_PER_GEMM", columns)
+    monkeypatch.setattr(conv, "_sample_threads", lambda n: (2, how))
+    y, grads = F.conv2d(x, w, b, **kw), F.conv2d_backward(dout, x, w, **kw)
+    assert_close(y, y_one, rtol=1e-13, atol=1e-13, name="y")
+    for g, g_one, name in zip(grads, grads_one, ("dx", "dw", "db")):
+        assert_close(g, g_one, rtol=1e-13, atol=1e-13, name=name)
+    ref = conv2d_ref(x, w, b, **kw)
+    assert_close(y, ref, **_tol(np.float64, ref), name="y vs reference")
 
 
 # ------------------------------------------------------------------- conv1d --

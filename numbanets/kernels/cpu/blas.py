@@ -12,6 +12,7 @@
     has_thread_control()                        whether the count can be set
     SHARES_NUMBA_THREADS                        True when the BLAS's threads are numba's OpenMP pool
     parallel_threads()                          (njit) numba's thread count when SHARES_NUMBA_THREADS, else 1
+    pool_threads()                              the same, for Python callers
     set_local_threads(n)                        (njit) MKL's count for this thread (0: follow the global one);
                                                 returns the previous setting; a no-op returning 0 on OpenBLAS
     row_blocks(n_rows, width)                   (njit) blocks of independent rows to run side by side on numba's
@@ -63,7 +64,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
-           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "set_local_threads", "row_blocks",
+           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads", "row_blocks",
            "PARALLEL_MIN_ELEMENTS"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -155,20 +156,22 @@ def _shares_numba_threads() -> bool:
 
 
 SHARES_NUMBA_THREADS = _shares_numba_threads()
-_SHARES_STATE = [SHARES_NUMBA_THREADS]  # read by _parallel_threads (a test flips it)
+_SHARES_STATE = [SHARES_NUMBA_THREADS]  # read by pool_threads (a test flips it)
 
 
-def _parallel_threads() -> int:
+def pool_threads() -> int:
+    """parallel_threads() for Python callers: numba's thread count for the calling thread when the BLAS
+    shares numba's OpenMP pool (SHARES_NUMBA_THREADS, as the flag stands now), else 1."""
     import numba
 
-    return numba.get_num_threads() if _SHARES_STATE[0] else 1  # the calling thread's numba setting
+    return numba.get_num_threads() if _SHARES_STATE[0] else 1
 
 
 # a C-callable function, not a data symbol (a ctypes variable read as an external global crashed when the
 # cached code was loaded; external calls go through the JIT's stubs). It calls into Python, so it takes the
 # GIL: compiled code that holds the GIL on another thread while waiting for this one would deadlock (kernels
 # called from the functional API hold it on the calling thread itself, which is fine)
-_PARALLEL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_parallel_threads)
+_PARALLEL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(pool_threads)
 llvm.add_symbol(_PARALLEL_SYMBOL, ctypes.cast(_PARALLEL_CALLBACK, ctypes.c_void_p).value)
 if NAME == "mkl":
     _SET_LOCAL = _LIB.MKL_Set_Num_Threads_Local
