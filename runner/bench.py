@@ -1,7 +1,7 @@
 """`nbnets bench`: numbanets against plain numpy and PyTorch, in the same process and run.
 
     nbnets bench [--suite kernels|train|all] [--device cpu|cuda|auto] [--repeat N] [--case NAME]
-                 [--threads N] [--tiny] [--no-torch] [--out DIR]
+                 [--threads N] [--allocator fixed|default] [--tiny] [--no-torch] [--out DIR]
 
 writes OUT/bench/<timestamp>-<id>/bench.csv (COLUMNS; rewritten after every case,
 so an interrupted run keeps what it measured) and config.json, and prints a
@@ -24,6 +24,14 @@ runner.bench_measure. Per case:
    numbanets' median (above 1: numbanets is faster).
 
 numba, torch and the BLAS (threadpoolctl) all use --threads threads.
+
+The allocator: before anything runs, glibc malloc's mmap threshold is fixed at
+32 MiB and its trim threshold at 512 MiB (bench_measure.fix_allocator), so large
+temporaries are reused instead of being mapped, page-faulted and returned on
+every call, for every implementation alike, and no case speeds up or slows
+down the cases after it through glibc's moving thresholds (which made torch's
+char-rnn step 45 ms in `--suite train` and 31-37 ms after the kernel cases).
+`--allocator default` keeps glibc's behaviour.
 
 peak_rss_mb (training cases, CPU only): each (case, implementation) runs in a
 fresh process that first runs a tiny model of the same kind (kernels loaded,
@@ -61,7 +69,8 @@ DEVICES = ("auto", "cpu", "cuda")
 FIRST_STEP = ("first-step-cold", "first-step-warm")
 SGEMM_N, TINY_SGEMM_N = 2048, 256
 DEFAULTS = {"suite": "all", "device": "cpu", "repeat": 20, "warmup": 2, "max_seconds": 3.0, "threads": None,
-            "cases": (), "tiny": False, "no_torch": False, "out": "results"}
+            "cases": (), "tiny": False, "no_torch": False, "out": "results", "allocator": "fixed"}
+ALLOCATORS = ("fixed", "default")
 
 
 def case_names() -> list[str]:
@@ -82,6 +91,8 @@ def validate(opts: dict) -> dict:
             raise ValueError(f"--{name} must be an integer >= {low}, got {o[name]!r}")
     if not (isinstance(o["max_seconds"], (int, float)) and o["max_seconds"] > 0):
         raise ValueError(f"--max-seconds must be > 0, got {o['max_seconds']!r}")
+    if o["allocator"] not in ALLOCATORS:
+        raise ValueError(f"--allocator must be one of {', '.join(ALLOCATORS)}, got {o['allocator']!r}")
     if o["threads"] is not None and (not isinstance(o["threads"], int) or o["threads"] < 1):
         raise ValueError(f"--threads must be an integer >= 1, got {o['threads']!r}")
     wanted = [w.strip() for item in (o["cases"] or ()) for w in str(item).split(",") if w.strip()]
@@ -174,7 +185,7 @@ def run(opts: dict, echo=None) -> Result:
     from numbanets.device import resolve
     from runner import bench_torch
     from runner.bench_cases import Ctx, build_cases
-    from runner.bench_measure import TOL, Threads, peak_memory, sgemm
+    from runner.bench_measure import TOL, Threads, fix_allocator, peak_memory, sgemm
     from runner.info import kernel_blas_description as kernel_blas
     from runner.runs import new_run_dir, write_config, write_csv, write_json
 
@@ -190,6 +201,8 @@ def run(opts: dict, echo=None) -> Result:
         raise ValueError(f"no case of --suite {o['suite']} matches --case {','.join(o['cases'])}")
     t_start = time.perf_counter()
     rows, agree, notes, interrupted = [], {}, [], False
+    allocator = fix_allocator() if o["allocator"] == "fixed" else "allocator: glibc's defaults (moving thresholds)"
+    notes.append(allocator)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     if load > 0.5 * (os.cpu_count() or 1):  # before the bench itself runs: other work shares the cores
         notes.append(f"the machine was busy when the bench started (load average {load:.1f} on {os.cpu_count()} "
@@ -203,7 +216,8 @@ def run(opts: dict, echo=None) -> Result:
     with Threads(threads, torch) as th:
         run_dir = new_run_dir(o["out"], COMMAND)
         config = write_config(run_dir, COMMAND, o, device=device, threads=threads, blas=th.blas, torch=torch_note,
-                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=TOL)
+                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=TOL,
+                              allocator=allocator)
         echo(f"bench   {len(cases)} cases{' + first step' if first_step else ''} on {device}, {threads} threads; "
              f"torch: {torch_note}; numbanets' kernels on {kernel_blas()}; BLAS libraries: {th.blas}")
         echo(f"run     {run_dir}")

@@ -7,12 +7,14 @@ agreement(case)   one run of every implementation on the same inputs, outputs co
 time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off.
 sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
 Threads           numba, torch and the BLAS (threadpoolctl) set to the same thread count.
+fix_allocator()   glibc malloc's mmap and trim thresholds fixed for the run (see its docstring).
 memory_child / peak_memory   peak memory of a training case in a fresh process (see runner.bench).
 first_step_ms     wall time from a new process to the end of its first training step.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import math
@@ -223,6 +225,37 @@ class Threads:
 
 # --------------------------------------------------------------------------- fresh processes
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+MMAP_THRESHOLD = 32 << 20   # glibc's largest: blocks up to 32 MiB come from the heap
+TRIM_THRESHOLD = 512 << 20  # free memory kept at the top of the heap before it is given back
+
+
+def fix_allocator() -> str:
+    """Fix glibc malloc's mmap threshold at 32 MiB and its trim threshold at 512 MiB for this process; returns
+    what was done, for the run's notes.
+
+    By default glibc serves blocks above 128 KiB with fresh mmap'ed pages (a page fault and zeroing per
+    4 KiB on first touch) and gives heap memory back above a trim threshold, and it raises both thresholds
+    when the program frees a large mmap'ed block: the first such free changes the speed of everything
+    after it. numpy's frees raise them, torch's large frees do not. Measured on the 2-core VM: torch's
+    conv2d forward (64x3x32x32, 5x5) 9.1-9.4 ms in a fresh process and 2.2-2.6 ms once any numpy array
+    of 8-30 MB had been freed; in `nbnets bench --suite train` torch's char-rnn step 45-46 ms with the
+    defaults and 29.6 ms with these thresholds (numbanets 31-32 and 24.8 ms), so results depended on which
+    cases ran before. With the thresholds fixed, every case and every implementation runs under the same
+    allocator, whatever ran first."""
+    if not sys.platform.startswith("linux"):
+        return "allocator: not Linux, malloc left at its defaults"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        return "allocator: glibc's mallopt not available, malloc left at its defaults"
+    return (f"allocator: glibc malloc's mmap threshold fixed at {MMAP_THRESHOLD >> 20} MiB and trim threshold at "
+            f"{TRIM_THRESHOLD >> 20} MiB for the whole run (--allocator default leaves glibc's moving thresholds)")
+
+
 def _child_env(threads: int, **extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -246,7 +279,6 @@ def _reset_peak() -> tuple[int, str]:
     Free heap memory goes back to the OS first (glibc malloc_trim), so that a later allocation cannot
     reuse memory the baseline already counts.
     """
-    import ctypes
     import resource
 
     try:

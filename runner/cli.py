@@ -416,6 +416,10 @@ _BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fw
 @click.option("--case", "cases", multiple=True,
               help=f"Run only these cases (repeatable or comma-separated; a prefix such as conv2d, charlm or "
                    f"first-step selects a family): {_BENCH_CASES}. The sgemm ceiling always runs.")
+@click.option("--allocator", type=click.Choice(("fixed", "default")), default="fixed", show_default=True,
+              help="fixed: glibc malloc keeps freed blocks up to 32 MiB for reuse (mmap threshold 32 MiB, trim "
+                   "threshold 512 MiB) for the whole run, so no case changes the speed of the cases after it; "
+                   "default: glibc's own moving thresholds.")
 @click.option("--tiny", is_flag=True, help="Toy shapes: a smoke test of the bench itself (timings mean little).")
 @click.option("--no-torch", is_flag=True, help="Do not run the PyTorch peer even when torch is installed.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),

@@ -18,6 +18,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import sys
 
 import numba
 import numpy as np
@@ -267,7 +268,6 @@ def test_tiny_bench_on_cuda(tmp_path):
 def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
     # threadpoolctl limits only the libraries already loaded: Threads must load numbanets' BLAS first
     import subprocess
-    import sys
 
     code = ("from runner.bench_measure import Threads\n"
             "with Threads(1):\n"
@@ -276,3 +276,42 @@ def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "1"
+
+
+_HEAP_OR_MAP = (
+    "import sys\n"
+    "import numpy as np\n"
+    "from runner.bench_measure import fix_allocator\n"
+    "if sys.argv[1] == 'fixed':\n"
+    "    print(fix_allocator())\n"
+    "a = np.empty(20 << 20, np.uint8)\n"
+    "addr = a.ctypes.data\n"
+    "for line in open('/proc/self/maps'):\n"
+    "    lo, hi = (int(v, 16) for v in line.split()[0].split('-'))\n"
+    "    if lo <= addr < hi:\n"
+    "        print('heap' if '[heap]' in line else 'mapped')\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc/self/maps")
+def test_fixed_allocator_serves_a_20_mib_block_from_the_heap():
+    # glibc's default: a fresh process maps a 20 MiB block of its own; with the thresholds fixed at 32 MiB
+    # it comes from the heap, where freed blocks are reused
+    import subprocess
+
+    got = {}
+    for mode in ("default", "fixed"):
+        out = subprocess.run([sys.executable, "-c", _HEAP_OR_MAP, mode], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        got[mode] = out.stdout.split()
+    assert got["default"] == ["mapped"]
+    assert got["fixed"][-1] == "heap" and "fixed at 32 MiB" in " ".join(got["fixed"])
+
+
+def test_the_run_records_its_allocator(tiny_run):
+    output, run_dir, _ = tiny_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["options"]["allocator"] == "fixed"
+    assert config["allocator"] in config["notes"] and config["allocator"] in output
+    if sys.platform.startswith("linux"):
+        assert "mmap threshold fixed at 32 MiB" in config["allocator"]
