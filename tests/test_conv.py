@@ -168,6 +168,27 @@ def test_sample_blocks_and_shared_gemms_agree_with_one_plain_loop(rng, monkeypat
     assert_close(y, ref, **_tol(np.float64, ref), name="y vs reference")
 
 
+@pytest.mark.parametrize("case", CONV2D_CASES, ids=CASE_IDS)
+def test_one_sample_per_gemm_row_shifted_taps_and_shared_gemms_match(rng, monkeypatch, case):
+    """The forward pass three ways: one sample per GEMM with the row-shifted taps (im2col over the kernel's
+    columns only, one GEMM per kernel row; stride 1 along the rows), one sample per GEMM of the full im2col,
+    and every sample in one GEMM (one block, so that a batch of 2 is not two blocks of one); each against the
+    float64 reference. The backward pass, one sample per GEMM against all in one (the finite-difference test
+    checks the default path)."""
+    x, w, b, kw = _conv2d_inputs(rng, case)
+    y_ref = conv2d_ref(x, w, b, **kw)
+    dout = _randn(rng, y_ref.shape)
+    monkeypatch.setattr(conv, "_sample_threads", lambda n: (1, "loop"))
+    grads = {}
+    for columns, min_k in ((1, 1), (1, 10**9), (10**6, 1)):
+        monkeypatch.setattr(conv, "COLUMNS_PER_GEMM", columns)
+        monkeypatch.setattr(conv, "ROW_SHIFT_MIN_K", min_k)  # 1: these small kernels take the row shifts too
+        assert_close(F.conv2d(x, w, b, **kw), y_ref, **_tol(np.float64, y_ref), name=f"y ({columns}, {min_k})")
+        grads[columns] = F.conv2d_backward(dout, x, w, **kw)
+    for g_one, g_shared, name in zip(grads[1], grads[10**6], ("dx", "dw", "db")):
+        assert_close(g_one, g_shared, **_tol(np.float64, g_shared), name=name)
+
+
 # ------------------------------------------------------------------- conv1d --
 
 
