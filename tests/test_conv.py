@@ -34,6 +34,7 @@ CONV2D_CASES = [
     ((2, 1, 1, 9), (2, 1, 3), 1, "same", 1),  # H = KH = 1, as conv1d runs
     ((2, 6, 5, 5), (6, 1, 1), 1, 0, 3),  # 1x1 kernel, groups 3
     ((2, 2, 7, 6), (3, 3, 3), 3, 1, 1),  # stride 3
+    ((2, 4, 5, 6), (6, 3, 3), 1, 1, 2),  # groups 2 at stride 1 (the forward's row shifts per group)
 ]
 CASE_IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}".replace(" ", "") for c in CONV2D_CASES]
 
