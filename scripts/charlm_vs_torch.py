@@ -13,6 +13,8 @@ numbanets) and learning-rate schedule. Interleaving puts both under the same
 machine load. Prints the validation losses of both (every --eval-every steps
 and at the end) and the training speed of each in characters per second,
 measured over the training steps alone (forward, backward, clipping, update).
+glibc malloc's thresholds are fixed first, as `nbnets bench` fixes them
+(--allocator default leaves them moving; see runner.bench_measure.fix_allocator).
 
 torch is an optional peer: this script needs it, numbanets does not.
 """
@@ -61,6 +63,11 @@ def parse_args(argv=None):
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch's thread count when it should differ from --threads")
     p.add_argument("--csv", default=None, help="write per-step losses and times of both to this CSV")
+    p.add_argument("--allocator", choices=("fixed", "default"), default="fixed",
+                   help="fixed (default): glibc malloc's mmap and trim thresholds fixed, as `nbnets bench` fixes "
+                        "them, so neither library's frees change the other's speed; default: glibc's own moving "
+                        "thresholds, under which torch's interleaved steps ran ~30%% slower (50.6k against "
+                        "66-72k chars/s) and its steps alone in a fresh process did not")
     return p.parse_args(argv)
 
 
@@ -137,8 +144,9 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from runner.bench_measure import Threads
+    from runner.bench_measure import Threads, fix_allocator
 
+    print(fix_allocator() if args.allocator == "fixed" else "allocator: glibc's defaults (moving thresholds)")
     # numba's pool, the BLAS and torch at --threads, as `nbnets bench` sets them
     with Threads(args.threads, torch) if args.threads else contextlib.nullcontext():
         if args.torch_threads:
