@@ -203,6 +203,13 @@ def _im2col(xf, base, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld, col0):
 
 
 @njit(cache=True)
+def _im2col_samples(xf, n0, count, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld):
+    # samples n0 .. n0+count-1 side by side: sample s's columns at s*OH*OW .. of cols, flat (C*KH*KW, ld)
+    for s in range(count):
+        _im2col(xf, (n0 + s) * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld, s * OH * OW)
+
+
+@njit(cache=True)
 def _col2im(cols, ld, col0, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dxf, base):
     # one sample: dxf[base + ...] += col2im(columns col0 .. col0 + OH*OW - 1 of cols, flat (C*KH*KW, ld))
     # (cols is scratch: its wrapped taps get zeroed)
@@ -347,8 +354,7 @@ def _forward_samples(x, w, b, sh, sw, ph, pw, OH, OW, groups, y, n_lo, n_hi, per
     out = np.empty((F, ld if per_gemm > 1 else 0), dtype=x.dtype)
     for n0 in range(n_lo, n_hi, per_gemm):
         count = min(per_gemm, n_hi - n0)
-        for s in range(count):
-            _im2col(xf, (n0 + s) * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld, s * P)
+        _im2col_samples(xf, n0, count, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld)
         if per_gemm == 1:
             _gemm_groups(wm, cols3, y3[n0].reshape(groups, Fg, P))
             _add_bias(yf, n0 * F * P, b, P)
@@ -433,8 +439,7 @@ def _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_part, db_part, n
     dys = np.empty((F, ld if per_gemm > 1 else 0), dtype=x.dtype)
     for n0 in range(n_lo, n_hi, per_gemm):
         count = min(per_gemm, n_hi - n0)
-        for s in range(count):
-            _im2col(xf, (n0 + s) * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld, s * P)
+        _im2col_samples(xf, n0, count, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld)
         if per_gemm == 1:
             _grads_groups(cols3, dy3[n0].reshape(groups, Fg, P), wm, dwt_part, dcols3)
         else:
