@@ -223,7 +223,7 @@ class Threads:
         return False
 
 
-# --------------------------------------------------------------------------- fresh processes
+# --------------------------------------------------------------------------- the allocator
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
 MMAP_THRESHOLD = 32 << 20   # glibc's largest: blocks up to 32 MiB come from the heap
@@ -255,6 +255,8 @@ def fix_allocator() -> str:
     return (f"allocator: glibc malloc's mmap threshold fixed at {MMAP_THRESHOLD >> 20} MiB and trim threshold at "
             f"{TRIM_THRESHOLD >> 20} MiB for the whole run (--allocator default leaves glibc's moving thresholds)")
 
+
+# --------------------------------------------------------------------------- fresh processes
 
 def _child_env(threads: int, **extra) -> dict:
     env = dict(os.environ)
