@@ -64,8 +64,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
-           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads", "row_blocks",
-           "PARALLEL_MIN_ELEMENTS"]
+           "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads",
+           "row_blocks", "PARALLEL_MIN_ELEMENTS"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
