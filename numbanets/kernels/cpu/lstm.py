@@ -10,7 +10,9 @@ Forward: the input projection of every step is ONE GEMM (T*N, D) @ (D, 4H),
 written straight into the gates array; the time loop runs inside compiled
 code with one GEMM per step (h_{t-1} @ w_hh.T into a preallocated buffer) and
 one fused pass that finishes all four gates in place (after their
-nonlinearity), and writes c_t and h_t.
+nonlinearity), and writes c_t and h_t. With MKL, w_hh.T is packed once per
+loop (`packed_gemm`: 1.2-1.35x faster forward loops at H 128 and 512); the
+backward packs w_hh the same way where that pays (1.04-1.3x).
 
 Backward: the loop walks t = T-1 .. 0 with the running dh (from da_{t+1} @ w_hh,
 one GEMM per step) and dc, and stores the pre-activation gradients
@@ -40,6 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbanets.kernels.cpu.blas import gemm, row_blocks, set_local_threads
+from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
 from numbanets.kernels.cpu.rnn import sequence_param_grads
 from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
@@ -69,28 +72,30 @@ def _lstm_step(g, r, b, c_prev, c, h):
 
 
 @njit(**_JIT)
-def _forward_rows(gates, h0, c0, w_hh, b, hs, cs, lo, hi):
-    # the time loop for batch rows lo..hi-1 (gates, hs, cs written in place on those rows)
+def _forward_rows(gates, h0, c0, w_hh, b, hs, cs, lo, hi, pack):
+    # the time loop for batch rows lo..hi-1 (gates, hs, cs written in place on those rows);
+    # w_hh.T packed once for the loop when `pack`
     T, N, G = gates.shape
     rec = np.empty((hi - lo, G), dtype=gates.dtype)  # h_{t-1} @ w_hh.T of these rows
+    packed = pack_b(w_hh, True, hi - lo, pack)
     for t in range(T):
         if t == 0:
-            gemm(h0[lo:hi], False, w_hh, True, rec)
+            gemm_packed(h0[lo:hi], w_hh, True, packed, rec)
             for n in range(lo, hi):
                 _lstm_step(gates[0, n], rec[n - lo], b, c0[n], cs[0, n], hs[0, n])
         else:
-            gemm(hs[t - 1, lo:hi], False, w_hh, True, rec)
+            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec)
             for n in range(lo, hi):
                 _lstm_step(gates[t, n], rec[n - lo], b, cs[t - 1, n], cs[t, n], hs[t, n])
 
 
 @njit(parallel=True, **_JIT)
-def _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks):
+def _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks, pack):
     # _forward_rows for `blocks` contiguous blocks of the batch rows, one per thread
     N = gates.shape[1]
     for k in prange(blocks):
         previous = set_local_threads(1)  # one MKL thread per block, even where the caller chose more
-        _forward_rows(gates, h0, c0, w_hh, b, hs, cs, k * N // blocks, (k + 1) * N // blocks)
+        _forward_rows(gates, h0, c0, w_hh, b, hs, cs, k * N // blocks, (k + 1) * N // blocks, pack)
         set_local_threads(previous)
 
 
@@ -117,10 +122,11 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
     blocks = row_blocks(N, H)
+    pack = packing()
     if blocks > 1:
-        _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks)
+        _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks, pack)
     else:
-        _forward_rows(gates, h0, c0, w_hh, b, hs, cs, 0, N)
+        _forward_rows(gates, h0, c0, w_hh, b, hs, cs, 0, N, pack)
     return hs, cs, gates
 
 
@@ -148,9 +154,11 @@ def _lstm_grad_step(da, dh_out, dh_rec, dc, g, c, c_prev):
 
 
 @njit(**_JIT)
-def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi):
-    # the BPTT loop for batch rows lo..hi-1: da written, dh_next and dc carried in place on those rows
+def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi, pack):
+    # the BPTT loop for batch rows lo..hi-1: da written, dh_next and dc carried in place on those rows;
+    # w_hh packed once for the loop when `pack`
     T = gates.shape[0]
+    packed = pack_b(w_hh, False, hi - lo, pack)
     for t in range(T - 1, -1, -1):
         if t == 0:
             for n in range(lo, hi):
@@ -158,16 +166,16 @@ def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi):
         else:
             for n in range(lo, hi):
                 _lstm_grad_step(da[t, n], dhs[t, n], dh_next[n], dc[n], gates[t, n], cs[t, n], cs[t - 1, n])
-        gemm(da[t, lo:hi], False, w_hh, False, dh_next[lo:hi])
+        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
 
 
 @njit(parallel=True, **_JIT)
-def _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks):
+def _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks, pack):
     # _backward_rows for `blocks` contiguous blocks of the batch rows, one per thread
     N = gates.shape[1]
     for k in prange(blocks):
         previous = set_local_threads(1)
-        _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, k * N // blocks, (k + 1) * N // blocks)
+        _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, k * N // blocks, (k + 1) * N // blocks, pack)
         set_local_threads(previous)
 
 
@@ -192,8 +200,9 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = dc_T.copy()  # becomes dc0
     blocks = row_blocks(N, H)
+    pack = packing()
     if blocks > 1:
-        _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks)
+        _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks, pack)
     else:
-        _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, 0, N)
+        _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, 0, N, pack)
     return da, dh_next, dc

@@ -19,7 +19,9 @@ tanh are vmath's vectorisable versions (no libm calls).
 Threads: as the LSTM (lstm.py), the batch rows are independent sequences; from
 blas.PARALLEL_MIN_ELEMENTS (N * H) on, with MKL, they run in one block per
 numba thread, each block through the whole time loop with single-threaded
-per-step GEMMs (`blas.row_blocks`).
+per-step GEMMs (`blas.row_blocks`). With MKL the per-step products use w_hh
+packed once per loop (`packed_gemm`, from 2 rows; the backward from 16 rows and
+65536 weights), as in the LSTM.
 """
 
 import numpy as np
@@ -27,6 +29,7 @@ from numba import njit, prange
 
 from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
 from numbanets.kernels.cpu.blas import gemm, gemm_acc, row_blocks, set_local_threads
+from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
 from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations"]
@@ -79,33 +82,35 @@ def rnn_forward_projected(hs, h0, w_hh, b, act):
     # (the time loop of rnn_forward; also used with a row gather of w_ih for one-hot input)
     T, N, H = hs.shape
     blocks = row_blocks(N, H)
+    pack = packing()
     if blocks > 1:
-        _forward_row_blocks(hs, h0, w_hh, b, act, blocks)
+        _forward_row_blocks(hs, h0, w_hh, b, act, blocks, pack)
     else:
-        _forward_rows(hs, h0, w_hh, b, act, 0, N)
+        _forward_rows(hs, h0, w_hh, b, act, 0, N, pack)
     return hs
 
 
 @njit(**_JIT)
-def _forward_rows(hs, h0, w_hh, b, act, lo, hi):
-    # the time loop for batch rows lo..hi-1 of hs (finished in place)
+def _forward_rows(hs, h0, w_hh, b, act, lo, hi, pack):
+    # the time loop for batch rows lo..hi-1 of hs (finished in place); w_hh.T packed once when `pack`
     T, N, H = hs.shape
     rec = np.empty((hi - lo, H), dtype=hs.dtype)  # h_{t-1} @ w_hh.T of these rows
+    packed = pack_b(w_hh, True, hi - lo, pack)
     for t in range(T):
         if t == 0:
-            gemm(h0[lo:hi], False, w_hh, True, rec)
+            gemm_packed(h0[lo:hi], w_hh, True, packed, rec)
         else:
-            gemm(hs[t - 1, lo:hi], False, w_hh, True, rec)
+            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec)
         _rnn_step(hs[t, lo:hi], rec, b, act)
 
 
 @njit(parallel=True, **_JIT)
-def _forward_row_blocks(hs, h0, w_hh, b, act, blocks):
+def _forward_row_blocks(hs, h0, w_hh, b, act, blocks, pack):
     # _forward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
     N = hs.shape[1]
     for k in prange(blocks):
         previous = set_local_threads(1)
-        _forward_rows(hs, h0, w_hh, b, act, k * N // blocks, (k + 1) * N // blocks)
+        _forward_rows(hs, h0, w_hh, b, act, k * N // blocks, (k + 1) * N // blocks, pack)
         set_local_threads(previous)
 
 
@@ -178,26 +183,29 @@ def rnn_backward_preactivations(dhs, w_hh, hs, act):
     da = np.empty((T, N, H), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     blocks = row_blocks(N, H)
+    pack = packing()
     if blocks > 1:
-        _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks)
+        _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks, pack)
     else:
-        _backward_rows(dhs, w_hh, hs, act, da, dh_next, 0, N)
+        _backward_rows(dhs, w_hh, hs, act, da, dh_next, 0, N, pack)
     return da, dh_next
 
 
 @njit(**_JIT)
-def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi):
-    # the BPTT loop for batch rows lo..hi-1: da written, dh_next carried in place on those rows
+def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi, pack):
+    # the BPTT loop for batch rows lo..hi-1: da written, dh_next carried in place on those rows;
+    # w_hh packed once when `pack`
+    packed = pack_b(w_hh, False, hi - lo, pack)
     for t in range(hs.shape[0] - 1, -1, -1):
         _rnn_grad_step(da[t, lo:hi], dhs[t, lo:hi], dh_next[lo:hi], hs[t, lo:hi], act)
-        gemm(da[t, lo:hi], False, w_hh, False, dh_next[lo:hi])
+        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
 
 
 @njit(parallel=True, **_JIT)
-def _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks):
+def _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks, pack):
     # _backward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
     N = hs.shape[1]
     for k in prange(blocks):
         previous = set_local_threads(1)
-        _backward_rows(dhs, w_hh, hs, act, da, dh_next, k * N // blocks, (k + 1) * N // blocks)
+        _backward_rows(dhs, w_hh, hs, act, da, dh_next, k * N // blocks, (k + 1) * N // blocks, pack)
         set_local_threads(previous)

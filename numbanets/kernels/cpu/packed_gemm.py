@@ -1,0 +1,205 @@
+"""GEMMs against one matrix packed once and reused: the recurrent products of a time loop.
+
+    packing()                                   (njit) True when the BLAS has a packed-matrix API and it is on;
+                                                asked once per kernel call, on the calling thread
+    pack_b(b, trans_b, m, on)                   (njit) op(b) (k, n) packed for products with m-row left
+                                                operands, for the calling thread; an empty array when not on
+                                                or not worth_packing(m, b.size, trans_b)
+    gemm_packed(a, b, trans_b, packed, out)     (njit) out (m, n) = a (m, k) @ op(b) (k, n), through `packed`
+                                                when it is not empty, else the plain gemm
+
+An RNN or LSTM step multiplies its (N, H) state by the same weights T times:
+h_{t-1} @ w_hh.T forward, da_t @ w_hh backward. A plain gemm call repacks the
+weights into the BLAS's internal layout on every call; MKL's packed API
+(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence. On the
+bench's shapes (one thread, 25 rows per thread, 50 steps) the forward products
+ran 1.3-1.6x faster: H 128 1.0-1.1 ms against 1.4-1.5 ms, H 512 22-24 ms
+against 35-40 ms (`BENCHMARKS.md`). OpenBLAS has no such API: there packing()
+is False and gemm_packed is the plain gemm.
+
+MKL chooses its threading from both operands' sizes when it packs, so a packed
+matrix serves products with the m (rows of a) and thread count it was packed
+for: each row block packs its own copy after setting its thread count, and
+uses it for exactly its rows. The packed result may round differently from the
+plain gemm (another order of the k sums).
+
+PACKING_STATE[0] turns packing off (a test compares both paths; the bench can
+time both); like the gemm symbols, the functions are registered with LLVM
+under fixed names, so the on-disk cache serves either BLAS.
+"""
+
+import ctypes
+import os
+import sys
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from numbanets.kernels.cpu import blas
+from numbanets.kernels.cpu.blas import _leading_dimension, gemm
+
+__all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "PACKING_STATE"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX, _PACKED = 101, 111, 112, 162, 151
+_PREFIX = {types.float32: "numbanets_cblas_s", types.float64: "numbanets_cblas_d"}
+_ON_SYMBOL = "numbanets_blas_packing"
+
+PACK_MIN_ROWS = 2  # op(b) = b.T (the forward's h @ w_hh.T): pack from 2 rows of a
+PACK_MIN_ROWS_NO_TRANS = 16  # op(b) = b (the backward's da @ w_hh): from 16 rows ...
+PACK_MIN_WEIGHTS_NO_TRANS = 65536  # ... and this many elements of b
+PACKING_STATE = [blas.NAME == "mkl"]  # on where the BLAS has the API; PACKING_STATE[0] = False turns it off
+
+
+def _packing_on() -> int:
+    return int(bool(PACKING_STATE[0]) and blas.NAME == "mkl")
+
+
+def _never_called(name):
+    def fail():
+        sys.stderr.write(f"numbanets: {name} called without MKL's packed API (a bug: packing() is False)\n")
+        os.abort()
+    return fail
+
+
+# a Python callback (takes the GIL): called on the calling thread before any parallel region, as parallel_threads
+_ON_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_packing_on)
+llvm.add_symbol(_ON_SYMBOL, ctypes.cast(_ON_CALLBACK, ctypes.c_void_p).value)
+_KEEP = [_ON_CALLBACK]
+for _letter in "sd":
+    for _what, _proto in (("gemm_pack_get_size", ctypes.CFUNCTYPE(ctypes.c_size_t, *[ctypes.c_int32] * 4)),
+                          ("gemm_pack", ctypes.CFUNCTYPE(None)), ("gemm_compute", ctypes.CFUNCTYPE(None))):
+        _name = f"cblas_{_letter}{_what}"
+        _fn = getattr(blas._LIB, _name, None) if blas.NAME == "mkl" else None
+        if _fn is None:  # OpenBLAS: never reached (packing() is False), but the symbol must resolve
+            _fn = _proto(_never_called(_name))
+            _KEEP.append(_fn)
+        llvm.add_symbol(f"numbanets_{_name}", ctypes.cast(_fn, ctypes.c_void_p).value)
+
+
+@intrinsic
+def _packing_flag(typingctx):
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _ON_SYMBOL)
+        return builder.icmp_signed("!=", builder.call(fn, []), ir.Constant(ir.IntType(32), 0))
+
+    return types.boolean(), codegen
+
+
+@njit(cache=True)
+def packing():
+    # () -> bool: whether pack_b packs (MKL, and PACKING_STATE[0] on)
+    return _packing_flag()
+
+
+def _i32(context, builder, value, ty):
+    return builder.trunc(context.cast(builder, value, ty, types.int64), ir.IntType(32))
+
+
+def _data(context, builder, value, ty):
+    return context.make_array(ty)(context, builder, value).data
+
+
+@intrinsic
+def _pack_bytes(typingctx, like, m, n, k):
+    # cblas_?gemm_pack_get_size(CblasBMatrix, m, n, k) for like's dtype -> int64 bytes
+    if like.dtype not in _PREFIX:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), [i32] * 4),
+                                            _PREFIX[like.dtype] + "gemm_pack_get_size")
+        sty = signature.args
+        return builder.call(fn, [ir.Constant(i32, _B_MATRIX)] + [_i32(context, builder, args[j], sty[j])
+                                                                  for j in (1, 2, 3)])
+
+    return types.int64(like, m, n, k), codegen
+
+
+@intrinsic
+def _pack(typingctx, trans, m, n, k, src, ld, dest):
+    # cblas_?gemm_pack(RowMajor, CblasBMatrix, op, m, n, k, 1, src, ld, dest)
+    dtype = src.dtype
+    if dtype not in _PREFIX or dest.dtype != dtype:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fp = context.get_value_type(dtype)
+        fnty = ir.FunctionType(ir.VoidType(), [i32] * 6 + [fp, fp.as_pointer(), i32, fp.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFIX[dtype] + "gemm_pack")
+        sty = signature.args
+        flag = context.cast(builder, args[0], sty[0], types.int64)
+        op = builder.select(builder.icmp_signed("!=", flag, ir.Constant(ir.IntType(64), 0)),
+                            ir.Constant(i32, _TRANS), ir.Constant(i32, _NO_TRANS))
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _B_MATRIX), op]
+                     + [_i32(context, builder, args[j], sty[j]) for j in (1, 2, 3)]
+                     + [ir.Constant(fp, 1.0), _data(context, builder, args[4], sty[4]),
+                        _i32(context, builder, args[5], sty[5]), _data(context, builder, args[6], sty[6])])
+        return context.get_dummy_value()
+
+    return types.void(trans, m, n, k, src, ld, dest), codegen
+
+
+@intrinsic
+def _compute(typingctx, m, n, k, a, lda, packed, c, ldc):
+    # cblas_?gemm_compute(RowMajor, NoTrans, Packed, m, n, k, a, lda, packed, n, 0, c, ldc)
+    dtype = c.dtype
+    if dtype not in _PREFIX or a.dtype != dtype or packed.dtype != dtype:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fp = context.get_value_type(dtype)
+        fnty = ir.FunctionType(ir.VoidType(), [i32] * 6 + [fp.as_pointer(), i32, fp.as_pointer(), i32, fp,
+                                                             fp.as_pointer(), i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFIX[dtype] + "gemm_compute")
+        sty = signature.args
+        m_, n_, k_, lda_, ldc_ = (_i32(context, builder, args[j], sty[j]) for j in (0, 1, 2, 4, 7))
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _NO_TRANS), ir.Constant(i32, _PACKED),
+                          m_, n_, k_, _data(context, builder, args[3], sty[3]), lda_,
+                          _data(context, builder, args[5], sty[5]), n_, ir.Constant(fp, 0.0),
+                          _data(context, builder, args[6], sty[6]), ldc_])
+        return context.get_dummy_value()
+
+    return types.void(m, n, k, a, lda, packed, c, ldc), codegen
+
+
+@njit(cache=True)
+def worth_packing(m, b_size, trans_b):
+    # whether packing b once beats the plain gemm's own packing over a time loop (measured: BENCHMARKS.md);
+    # one row (min-char-rnn's batch of 1) runs faster without: MKL's plain path for it packs nothing
+    if trans_b:
+        return m >= PACK_MIN_ROWS
+    return m >= PACK_MIN_ROWS_NO_TRANS and b_size >= PACK_MIN_WEIGHTS_NO_TRANS
+
+
+@njit(cache=True)
+def pack_b(b, trans_b, m, on):
+    # b (k, n), or (n, k) with trans_b  ->  op(b) packed for products with m-row left operands (1-D, b's dtype);
+    # empty when not `on` or not worth_packing (then gemm_packed runs the plain gemm). Pack on the thread, and
+    # with the BLAS thread count, of the products that use it.
+    if not on or m == 0 or b.size == 0 or not worth_packing(m, b.size, trans_b):
+        return b.reshape(-1)[:0].copy()
+    k, n = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
+    size = _pack_bytes(b, m, n, k)
+    packed = np.empty(size // b.itemsize + 1, dtype=b.dtype)
+    _pack(trans_b, m, n, k, b, _leading_dimension(b), packed)
+    return packed
+
+
+@njit(cache=True)
+def gemm_packed(a, b, trans_b, packed, out):
+    # out (m, n) = a (m, k) @ op(b) (k, n); `packed` from pack_b(b, trans_b, m, ...) for these m rows, or empty
+    if packed.size == 0:
+        gemm(a, False, b, trans_b, out)
+        return
+    m, n = out.shape
+    k = b.shape[1] if trans_b else b.shape[0]
+    if a.shape[0] != m or a.shape[1] != k:
+        raise ValueError("gemm_packed: shapes do not match: a (m, k) @ op(b) (k, n) -> out (m, n)")
+    _compute(m, n, k, a, _leading_dimension(a), packed, out, _leading_dimension(out))
