@@ -89,6 +89,8 @@ def array_device(a, name: str = "array") -> str:
 
 def _backend_of(**arrays) -> _Backend:
     """The backend all given arrays live on; TypeError naming them when they are mixed."""
+    if all(a is None or isinstance(a, np.ndarray) for a in arrays.values()):
+        return _BACKENDS.get("cpu") or _get_backend("cpu")  # numpy arrays only: the common case, fast
     places = {name: array_device(a, name) for name, a in arrays.items() if a is not None}
     kinds = set(places.values())
     if len(kinds) > 1:
@@ -403,9 +405,14 @@ def softmax_cross_entropy(logits, targets):
 
 def _check_sequence(x, h0, w_ih, w_hh, b, gates: int):
     _check_float("x", x, 3)
+    return _check_sequence_shape(x.shape, h0, w_ih, w_hh, b, gates)
+
+
+def _check_sequence_shape(x_shape, h0, w_ih, w_hh, b, gates: int):
+    """_check_sequence's checks of the weights and h0 against an input of shape x_shape (T, N, D) -> H."""
     _check_float("w_ih", w_ih, 2)
     _check_float("w_hh", w_hh, 2)
-    t, n, d = x.shape
+    t, n, d = x_shape
     gh = w_ih.shape[0]
     if gh % gates:
         raise ValueError(f"w_ih must have {gates}*H rows, got {gh}")
@@ -526,8 +533,7 @@ def _check_ids_sequence(ids, h0, w_ih, w_hh, b, gates: int) -> np.ndarray:
     """The checks of a (T, N, D) input for ids (T, N) into the D columns of w_ih -> ids as int64."""
     t, n = ids.shape
     _check_float("w_ih", w_ih, 2)
-    # on a stand-in view of that shape that holds no memory
-    _check_sequence(np.broadcast_to(np.zeros((), w_ih.dtype), (t, n, w_ih.shape[1])), h0, w_ih, w_hh, b, gates)
+    _check_sequence_shape((t, n, w_ih.shape[1]), h0, w_ih, w_hh, b, gates)
     _same_dtype(h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     if ids.size and (ids.min() < 0 or ids.max() >= w_ih.shape[1]):
         bad = ids.min() if ids.min() < 0 else ids.max()

@@ -97,7 +97,7 @@ class Module:
     @property
     def device(self) -> str:
         """"cuda" when the parameters are device arrays, else "cpu" (also for no parameters)."""
-        for p in self.parameters():
+        for _, p, _ in self.named_parameters():  # the first one decides: no list of them all
             return device_of(p)
         return "cpu"
 
