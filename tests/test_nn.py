@@ -209,6 +209,28 @@ def test_gradients_accumulate_and_zero_grad_resets(rng):
         assert g is grads_before[n] and not g.any()  # zeroed in place
 
 
+def test_backward_releases_what_forward_saved(rng):
+    # each backward frees its forward's activations (a lower peak while the rest of the backward runs);
+    # a second backward without a forward is a clear error, and the next forward/backward pair works
+    model = _small_cnn(rng)
+    x = rng.standard_normal((2, 2, 6, 6))
+    dout = rng.standard_normal((2, 3))
+    model.forward(x)
+    model.backward(dout)
+    for layer in model:
+        for attr in ("x", "y", "indices"):
+            assert getattr(layer, attr, None) is None, (type(layer).__name__, attr)
+    with pytest.raises(RuntimeError, match="Linear.backward needs a forward first"):
+        model.backward(dout)
+    lstm = nn.LSTM(3, 2, layers=2, rng=rng, dtype=F64)
+    lstm.forward(rng.standard_normal((3, 2, 3)))
+    lstm.backward(rng.standard_normal((3, 2, 2)))
+    with pytest.raises(RuntimeError, match="LSTMLayer.backward needs a forward first"):
+        lstm.backward(rng.standard_normal((3, 2, 2)))
+    model.forward(x)
+    model.backward(dout)
+
+
 def test_recurrent_gradients_accumulate(rng):
     model = nn.LSTM(3, 2, layers=2, rng=rng, dtype=F64)
     x = rng.standard_normal((3, 2, 3))

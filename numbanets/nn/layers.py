@@ -78,7 +78,8 @@ class Conv2D(Module):
         return F.conv2d(x, self.params["w"], self.params.get("b"), self.stride, self.padding, self.groups)
 
     def backward(self, dy):
-        dx, dw, db = F.conv2d_backward(dy, self.x, self.params["w"], self.stride, self.padding, self.groups)
+        x = self._take_saved("x")
+        dx, dw, db = F.conv2d_backward(dy, x, self.params["w"], self.stride, self.padding, self.groups)
         add_(self.grads["w"], dw)
         if "b" in self.params:
             add_(self.grads["b"], db)
@@ -109,7 +110,7 @@ class MaxPool2D(Module):
         return y
 
     def backward(self, dy):
-        return F.max_pool2d_backward(dy, self.indices, self.x_shape)
+        return F.max_pool2d_backward(dy, self._take_saved("indices"), self.x_shape)
 
     def __repr__(self):
         return f"MaxPool2D(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r})"
@@ -136,7 +137,7 @@ class Linear(Module):
         return F.linear(x, self.params["w"], self.params.get("b"))
 
     def backward(self, dy):
-        dx, dw, db = F.linear_backward(dy, self.x, self.params["w"])
+        dx, dw, db = F.linear_backward(dy, self._take_saved("x"), self.params["w"])
         add_(self.grads["w"], dw)
         if "b" in self.params:
             add_(self.grads["b"], db)
@@ -187,7 +188,7 @@ class Activation(Module):
         return self.y
 
     def backward(self, dy):
-        return F.activation_backward(dy, self.y, self.name)
+        return F.activation_backward(dy, self._take_saved("y"), self.name)
 
     def __repr__(self):
         return f"Activation({self.name!r})"
