@@ -11,11 +11,11 @@
 An RNN or LSTM step multiplies its (N, H) state by the same weights T times:
 h_{t-1} @ w_hh.T forward, da_t @ w_hh backward. A plain gemm call repacks the
 weights into the BLAS's internal layout on every call; MKL's packed API
-(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence. On the
-bench's shapes (one thread, 25 rows per thread, 50 steps) the forward products
-ran 1.3-1.6x faster: H 128 1.0-1.1 ms against 1.4-1.5 ms, H 512 22-24 ms
-against 35-40 ms (`BENCHMARKS.md`). OpenBLAS has no such API: there packing()
-is False and gemm_packed is the plain gemm.
+(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence: the
+LSTM's forward time loops ran 1.17-1.30x faster at H 128 and 512, the RNN's
+1.13-1.47x, the backward loops 1.07-1.54x where packing pays
+(`scripts/packed_ab.py`, BENCHMARKS.md reason 1). OpenBLAS, or an MKL without
+the API, has none: there packing() is False and gemm_packed is the plain gemm.
 
 MKL chooses its threading from both operands' sizes when it packs, so a packed
 matrix serves products with the m (rows of a) and thread count it was packed
@@ -23,8 +23,8 @@ for: each row block packs its own copy after setting its thread count, and
 uses it for exactly its rows. The packed result may round differently from the
 plain gemm (another order of the k sums).
 
-PACKING_STATE[0] turns packing off (a test compares both paths; the bench can
-time both); like the gemm symbols, the functions are registered with LLVM
+PACKING_STATE[0] = False turns packing off (a test compares both paths,
+scripts/packed_ab.py times both); like the gemm symbols, the functions are registered with LLVM
 under fixed names, so the on-disk cache serves either BLAS.
 """
 
@@ -51,30 +51,32 @@ _ON_SYMBOL = "numbanets_blas_packing"
 PACK_MIN_ROWS = 2  # op(b) = b.T (the forward's h @ w_hh.T): pack from 2 rows of a
 PACK_MIN_ROWS_NO_TRANS = 16  # op(b) = b (the backward's da @ w_hh): from 16 rows ...
 PACK_MIN_WEIGHTS_NO_TRANS = 65536  # ... and this many elements of b
-PACKING_STATE = [blas.NAME == "mkl"]  # on where the BLAS has the API; PACKING_STATE[0] = False turns it off
-
-
-def _packing_on() -> int:
-    return int(bool(PACKING_STATE[0]) and blas.NAME == "mkl")
+PACKING_STATE = [True]  # PACKING_STATE[0] = False turns packing off (it is on only where the API exists)
 
 
 def _never_called(name):
-    def fail():
+    def fail(*args):
         sys.stderr.write(f"numbanets: {name} called without MKL's packed API (a bug: packing() is False)\n")
         os.abort()
     return fail
+
+
+def _packing_on() -> int:
+    return int(bool(PACKING_STATE[0]) and _HAS_API)
 
 
 # a Python callback (takes the GIL): called on the calling thread before any parallel region, as parallel_threads
 _ON_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_packing_on)
 llvm.add_symbol(_ON_SYMBOL, ctypes.cast(_ON_CALLBACK, ctypes.c_void_p).value)
 _KEEP = [_ON_CALLBACK]
+_HAS_API = True  # all six MKL functions found
 for _letter in "sd":
     for _what, _proto in (("gemm_pack_get_size", ctypes.CFUNCTYPE(ctypes.c_size_t, *[ctypes.c_int32] * 4)),
                           ("gemm_pack", ctypes.CFUNCTYPE(None)), ("gemm_compute", ctypes.CFUNCTYPE(None))):
         _name = f"cblas_{_letter}{_what}"
         _fn = getattr(blas._LIB, _name, None) if blas.NAME == "mkl" else None
         if _fn is None:  # OpenBLAS: never reached (packing() is False), but the symbol must resolve
+            _HAS_API = False
             _fn = _proto(_never_called(_name))
             _KEEP.append(_fn)
         llvm.add_symbol(f"numbanets_{_name}", ctypes.cast(_fn, ctypes.c_void_p).value)
