@@ -228,6 +228,8 @@ def test_backward_releases_what_forward_saved(rng):
     with pytest.raises(RuntimeError, match="LSTMLayer.backward needs a forward first"):
         lstm.backward(rng.standard_normal((3, 2, 2)))
     model.forward(x)
+    with pytest.raises(ValueError):
+        model.backward(dout[:, :2])  # a bad dy: the failed backward keeps the activations for a retry
     model.backward(dout)
 
 

@@ -78,8 +78,9 @@ class Conv2D(Module):
         return F.conv2d(x, self.params["w"], self.params.get("b"), self.stride, self.padding, self.groups)
 
     def backward(self, dy):
-        x = self._take_saved("x")
-        dx, dw, db = F.conv2d_backward(dy, x, self.params["w"], self.stride, self.padding, self.groups)
+        dx, dw, db = F.conv2d_backward(dy, self._saved("x"), self.params["w"], self.stride, self.padding,
+                                       self.groups)
+        self._release("x")
         add_(self.grads["w"], dw)
         if "b" in self.params:
             add_(self.grads["b"], db)
@@ -110,7 +111,9 @@ class MaxPool2D(Module):
         return y
 
     def backward(self, dy):
-        return F.max_pool2d_backward(dy, self._take_saved("indices"), self.x_shape)
+        dx = F.max_pool2d_backward(dy, self._saved("indices"), self.x_shape)
+        self._release("indices")
+        return dx
 
     def __repr__(self):
         return f"MaxPool2D(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r})"
@@ -137,7 +140,8 @@ class Linear(Module):
         return F.linear(x, self.params["w"], self.params.get("b"))
 
     def backward(self, dy):
-        dx, dw, db = F.linear_backward(dy, self._take_saved("x"), self.params["w"])
+        dx, dw, db = F.linear_backward(dy, self._saved("x"), self.params["w"])
+        self._release("x")
         add_(self.grads["w"], dw)
         if "b" in self.params:
             add_(self.grads["b"], db)
@@ -188,7 +192,9 @@ class Activation(Module):
         return self.y
 
     def backward(self, dy):
-        return F.activation_backward(dy, self._take_saved("y"), self.name)
+        dx = F.activation_backward(dy, self._saved("y"), self.name)
+        self._release("y")
+        return dx
 
     def __repr__(self):
         return f"Activation({self.name!r})"

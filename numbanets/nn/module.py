@@ -5,8 +5,9 @@
     m.children   {name: Module} sub-modules in order ("0", "1", ... in Sequential)
 
     y  = m.forward(x)     keeps on `m` what backward needs
-    dx = m.backward(dy)   ADDS this call's parameter gradients into m.grads (+=), and releases what
-                          forward kept (one backward per forward, as in torch)
+    dx = m.backward(dy)   ADDS this call's parameter gradients into m.grads (+=), and releases the
+                          activations forward kept (one backward per forward, as in torch; Dropout
+                          keeps its mask)
 
 Gradients from several forward/backward pairs accumulate until `zero_grad()`. Dotted
 names ("0.w", "rnn.l1.w_hh") address parameters across the tree in a stable
@@ -60,16 +61,19 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def _take_saved(self, attr: str):
-        """What forward saved in self.<attr> for backward, released here: like torch's autograd, a backward
-        frees its forward's activations, so the layers already passed free theirs while the rest of the
-        backward runs (a lower peak). A second backward needs a new forward."""
+    def _saved(self, attr: str):
+        """What forward saved in self.<attr> for backward; a clear error when there is none."""
         saved = getattr(self, attr)
         if saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward needs a forward first "
                                "(each backward releases what its forward saved)")
-        setattr(self, attr, None)
         return saved
+
+    def _release(self, attr: str) -> None:
+        """Drop self.<attr> once backward has used it: like torch's autograd, a backward frees its forward's
+        activations, so the layers already passed free theirs while the rest of the backward runs (a lower
+        peak). A second backward needs a new forward; a backward that raised keeps them for a retry."""
+        setattr(self, attr, None)
 
     # ----------------------------------------------------------------- the tree
     def modules(self):

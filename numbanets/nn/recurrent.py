@@ -62,7 +62,8 @@ class RNNLayer(Module):
         return hs, hs[hs.shape[0] - 1]
 
     def backward(self, dhs):
-        dx, _dh0, dw_ih, dw_hh, db = F.rnn_backward(dhs, self._take_saved("cache"))
+        dx, _dh0, dw_ih, dw_hh, db = F.rnn_backward(dhs, self._saved("cache"))
+        self._release("cache")
         add_(self.grads["w_ih"], dw_ih)
         add_(self.grads["w_hh"], dw_hh)
         add_(self.grads["b"], db)
@@ -99,7 +100,8 @@ class LSTMLayer(Module):
         return hs, last
 
     def backward(self, dhs):
-        dx, _dh0, _dc0, dw_ih, dw_hh, db = F.lstm_backward(dhs, self._take_saved("cache"))
+        dx, _dh0, _dc0, dw_ih, dw_hh, db = F.lstm_backward(dhs, self._saved("cache"))
+        self._release("cache")
         add_(self.grads["w_ih"], dw_ih)
         add_(self.grads["w_hh"], dw_hh)
         add_(self.grads["b"], db)
