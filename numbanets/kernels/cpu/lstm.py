@@ -11,8 +11,9 @@ written straight into the gates array; the time loop runs inside compiled
 code with one GEMM per step (h_{t-1} @ w_hh.T into a preallocated buffer) and
 one fused pass that finishes all four gates in place (after their
 nonlinearity), and writes c_t and h_t. With MKL, w_hh.T is packed once per
-loop (`packed_gemm`: 1.2-1.35x faster forward loops at H 128 and 512); the
-backward packs w_hh the same way where that pays (1.04-1.3x).
+loop (`packed_gemm`: 1.17-1.30x faster forward loops at H 128 and 512); the
+backward packs w_hh the same way where that pays (1.07-1.54x;
+`scripts/packed_ab.py`).
 
 Backward: the loop walks t = T-1 .. 0 with the running dh (from da_{t+1} @ w_hh,
 one GEMM per step) and dc, and stores the pre-activation gradients
