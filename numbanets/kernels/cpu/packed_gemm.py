@@ -183,8 +183,9 @@ def worth_packing(m, b_size, trans_b):
 @njit(cache=True)
 def pack_b(b, trans_b, m, on):
     # b (k, n), or (n, k) with trans_b  ->  op(b) packed for products with m-row left operands (1-D, b's dtype);
-    # empty when not `on` or not worth_packing (then gemm_packed runs the plain gemm). Pack on the thread, and
-    # with the BLAS thread count, of the products that use it.
+    # empty when not `on` or not worth_packing (then gemm_packed runs the plain gemm). `on` must come from
+    # packing() (True without the API reaches the abort stubs). Pack on the thread, and with the BLAS thread
+    # count, of the products that use it.
     if not on or m == 0 or b.size == 0 or not worth_packing(m, b.size, trans_b):
         return b.reshape(-1)[:0].copy()
     k, n = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
