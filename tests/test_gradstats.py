@@ -1,4 +1,4 @@
-"""Theory checks of numbanets.gradstats (float64): the exact decay rates of README's
+"""Theory checks of numbanets.gradstats (float64): the exact decay rates of docs/theory.md's
 grad-decay section, the Pascanu et al. bounds, Gelfand's formula for a linear RNN, and
 the explicit Jacobian products against the backward kernels and finite differences."""
 
