@@ -2,74 +2,19 @@
 
 Bad input becomes a one-line message and exit code 2 (InputError, or click's
 own usage errors for malformed options, shortened to one line), never a traceback.
+
+Every command imports its package inside its function: `nbnets --help` and a
+command's `--help` then load click alone, not numba and the kernels (seconds).
+That is the one reason for function-level imports here. Each command's --help
+ends with the path of its manual (docs/commands/<command>.md).
 """
 
 from __future__ import annotations
 
-import functools
-
 import click
 
 import numbanets
-
-
-class InputError(click.ClickException):
-    """Bad input: printed as one line `Error: ...`, exit code 2, no traceback."""
-
-    exit_code = 2
-
-
-class OneLineUsageError(click.UsageError):
-    """A click usage error (bad option value, unknown option, missing argument) shown as one line:
-    `Error: <what is wrong> (see 'nbnets CMD --help')` instead of click's usage block."""
-
-    def show(self, file=None):
-        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"Error: {self.format_message()}{hint}", file=file or click.get_text_stream("stderr"))
-
-
-def _one_line(exc: click.UsageError) -> OneLineUsageError:
-    one = OneLineUsageError(exc.format_message(), exc.ctx)
-    one.exit_code = exc.exit_code
-    return one
-
-
-class Commands(click.Group):
-    """The nbnets group: usage errors of the group and of every command are one line (exit code 2)."""
-
-    def make_context(self, *args, **kwargs):
-        try:
-            return super().make_context(*args, **kwargs)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as exc:
-            raise _one_line(exc) from None
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as exc:  # a command's options are parsed here
-            raise _one_line(exc) from None
-
-
-def user_errors(func):
-    """Turn ValueError/TypeError/DeviceUnavailable/OSError into one-line exit-2 errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from numbanets.device import DeviceUnavailable
-
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, TypeError, DeviceUnavailable) as exc:
-            raise InputError(str(exc)) from None
-        except OSError as exc:  # a missing, unreadable or unwritable path the command was given
-            target = f": {exc.filename}" if exc.filename else ""
-            raise InputError(f"{exc.strerror or exc}{target}") from None
-
-    return wrapper
+from runner.common.console import AliasedOption, Commands, given_options, manual, user_errors
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,11 +28,11 @@ def main():
     """
 
 
-@main.command()
+@main.command(epilog=manual("info"))
 @user_errors
 def info():
     """Versions, CPU threads, BLAS, and the device that --device auto picks (and why)."""
-    from runner.info import collect
+    from runner.info import collect  # start-up time (see the module docstring)
 
     facts = collect()
     width = max(map(len, facts))
@@ -95,7 +40,7 @@ def info():
         click.echo(f"{key:<{width}}  {value}")
 
 
-@main.command()
+@main.command(epilog=manual("shapes"))
 @click.option("--arch", "arch_spec", default="lecture", show_default=True,
               help="A built-in network (lecture, alexnet, digits) or a spec such as "
                    "conv8x3x3:p=same-relu-pool2-fc10 (see `nbnets train-cnn --help` for the grammar).")
@@ -110,7 +55,7 @@ def shapes(arch_spec, input_size, as_csv, pooling):
     Every number comes from numbanets.shapes, the arithmetic the kernels use:
     out = floor((M + p_before + p_after - K) / s) + 1 per spatial dimension.
     """
-    from runner import shapes_cmd
+    from runner import shapes as shapes_cmd  # start-up time
 
     spec, shape, label = shapes_cmd.resolve_arch(arch_spec, input_size)
     frame = shapes_cmd.table(spec, shape)
@@ -122,12 +67,12 @@ def shapes(arch_spec, input_size, as_csv, pooling):
         click.echo(shapes_cmd.pooling_examples())
 
 
-# runner.cnn's defaults, kept here so --help needs no import (tests/test_cli_cnn.py checks they agree)
+# runner.cnn.options' defaults, kept here so --help needs no import (tests/test_cli_cnn.py checks they agree)
 _CNN_DEFAULT_EPOCHS = 12
 _CNN_DEFAULT_BATCH = 32
 
 
-@main.command("train-cnn")
+@main.command("train-cnn", epilog=manual("train-cnn"))
 @click.option("--arch", default="digits", show_default=True,
               help="The network: a spec (grammar above) or a built-in name (digits, lecture, alexnet).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
@@ -187,20 +132,14 @@ def train_cnn(ctx, resume, **options):
     softmax cross-entropy. Built-in: digits = conv32x3x3:p=same-relu-pool2-
     conv64x3x3:p=same-relu-pool2-fc10. See sizes with `nbnets shapes`.
     """
-    from click.core import ParameterSource
+    from runner.cnn import train as cnn_train  # start-up time
 
-    from runner import cnn
-
-    given = {
-        name for name in options
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    }
-    result = cnn.train(options, given=given, resume=resume, echo=click.echo)
+    result = cnn_train.train(options, given=given_options(ctx, options), resume=resume, echo=click.echo)
     if result.interrupted:
         ctx.exit(130)
 
 
-@main.command("export-json")
+@main.command("export-json", epilog=manual("export-json"))
 @click.argument("source", type=click.Path())
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON [default: model.json in the run folder].")
@@ -213,14 +152,14 @@ def export_json(source, output):
     written to round-trip bit for bit); `nbnets train-cnn --init-from FILE`
     loads it.
     """
-    from runner import cnn_json
+    from runner.cnn import export_json as snapshot  # start-up time
 
-    path, facts = cnn_json.export_run(source, output)
+    path, facts = snapshot.export_run(source, output)
     click.echo(f"wrote {path}: {facts['arch']} after epoch {facts['epoch']}, {facts['parameters']:,} parameters")
 
 
 def _grad_decay_cells(ctx, param, value):
-    from numbanets.gradstats import CELLS
+    from numbanets.gradstats import CELLS  # start-up time: numbanets.gradstats loads numba
 
     cells = tuple(dict.fromkeys(c.strip().lower() for c in value.split(",") if c.strip()))
     bad = [c for c in cells if c not in CELLS]
@@ -229,14 +168,15 @@ def _grad_decay_cells(ctx, param, value):
     return cells
 
 
-@main.command("grad-decay")
+@main.command("grad-decay", epilog=manual("grad-decay"))
 @click.option("--steps", type=click.IntRange(min=1), default=7, show_default=True, help="Time steps T to unroll.")
 @click.option("--cells", default="rnn-tanh,rnn-sigmoid,rnn-relu,lstm", show_default=True, callback=_grad_decay_cells,
               help="Comma-separated cells: rnn-tanh, rnn-sigmoid, rnn-relu, rnn-identity (linear), lstm.")
 @click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True, help="Hidden units H.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="Input size D (default 16; with --input corpus the vocabulary size).")
-@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--batch-size", "--batch", "batch", cls=AliasedOption, hidden_aliases=("--batch",),
+              type=click.IntRange(min=1), default=4, show_default=True,
               help="Sequences N per draw; per-step values are means over them.")
 @click.option("--init", type=click.Choice(("normal", "uniform", "orthogonal", "identity", "zero")), default="normal",
               show_default=True, help="Recurrent weights, times --scale: normal N(0, g^2/H), uniform (same variance), "
@@ -273,20 +213,20 @@ def grad_decay(steps, cells, hidden, input_size, batch, init, scale, forget_bias
     (LSTM) gates, plus a summary with rho(W_hh), lambda1 * gamma (Pascanu et al.
     2013) and the fitted decay per step.
     """
-    from runner import graddecay
+    from runner.graddecay import command, options as graddecay_options  # start-up time
 
-    options = graddecay.Options(
+    options = graddecay_options.Options(
         steps=steps, cells=cells, hidden=hidden, input_size=input_size, batch=batch, init=init, scale=scale,
         forget_bias=forget_bias, bias=bias, h0=h0, input=input_kind, seeds=seeds, train_steps=train_steps,
         record_every=record_every, device=device, out=out, plot=plot,
     )
-    graddecay.run(options, echo=click.echo)
+    command.run(options, echo=click.echo)
 
 
-_CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.DEFAULT_STEPS (kept here so --help needs no numba import)
+_CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here so --help needs no numba import)
 
 
-@main.command("train-charlm")
+@main.command("train-charlm", epilog=manual("train-charlm"))
 @click.option("--corpus", type=click.Path(dir_okay=False), default=None,
               help="UTF-8 text file to learn (default: the built-in corpus, the source of a fixed list of "
                    "Python standard-library modules; no download).")
@@ -354,20 +294,14 @@ def train_charlm(ctx, resume, **options):
     OUT/train-charlm/<timestamp>-<id>/. Ctrl-C saves a checkpoint and exits
     (code 130); --resume RUN_DIR continues it exactly.
     """
-    from click.core import ParameterSource
+    from runner.charlm import train as charlm_train  # start-up time
 
-    from runner import charlm
-
-    given = {
-        name for name in options
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    }
-    result = charlm.train(options, given=given, resume=resume, echo=click.echo)
+    result = charlm_train.train(options, given=given_options(ctx, options), resume=resume, echo=click.echo)
     if result.interrupted:
         ctx.exit(130)
 
 
-@main.command()
+@main.command(epilog=manual("sample"))
 @click.argument("source", type=click.Path())
 @click.option("--prime", default=None, help="Text to start from; every character must be in the model's vocabulary "
                                             "(default: a newline).")
@@ -386,19 +320,19 @@ def sample(source, prime, length, temperature, top_k, seed, device):
 
     SOURCE is a run folder (its best.npz, else checkpoint.npz) or a .npz file.
     """
-    from runner import sample_cmd
+    from runner.charlm import sample as sampling  # start-up time
 
-    click.echo(sample_cmd.run(source, prime=prime, length=length, temperature=temperature, top_k=top_k,
+    click.echo(sampling.run(source, prime=prime, length=length, temperature=temperature, top_k=top_k,
                               seed=seed, device=device))
 
 
-# --- nbnets bench (runner/bench*.py) ---
-# runner.bench.case_names(), kept here so --help needs no numba import (tests/test_bench.py checks they agree)
+# --- nbnets bench (runner/bench/) ---
+# runner.bench.command.case_names(), kept here so --help needs no numba import (tests/test_bench.py checks they agree)
 _BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fwd-bwd, rnn-fwd-bwd, charlm-mini, "
                 "charlm-char-rnn, charlm-large, cnn-digits, first-step-cold, first-step-warm")
 
 
-@main.command()
+@main.command(epilog=manual("bench"))
 @click.option("--suite", type=click.Choice(("kernels", "train", "all")), default="all", show_default=True,
               help="kernels: conv2d, max_pool2d, LSTM and RNN forward+backward; train: whole training steps "
                    "of the char LMs and the digits CNN, their peak memory, and the time to the first step.")
@@ -437,19 +371,19 @@ def bench(**options):
     and prints the table. The full CPU run takes a few minutes; Ctrl-C stops
     it with the rows measured so far written (exit code 130).
     """
-    from runner import bench as bench_mod
-    from runner.bench_measure import PeerMismatch
+    from runner.bench import command as bench_command  # start-up time
+    from runner.bench.measure import PeerMismatch
 
     try:
-        result = bench_mod.run(options, echo=click.echo)
+        result = bench_command.run(options, echo=click.echo)
     except PeerMismatch as exc:
         raise click.ClickException(str(exc)) from None
     if result.interrupted:
         click.get_current_context().exit(130)
 
 
-# --- nbnets analyse (runner/analyse.py) ---
-@main.command()
+# --- nbnets analyse (runner/analyse/) ---
+@main.command(epilog=manual("analyse"))
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(("table", "markdown", "csv")), default="table",
               show_default=True, help="Aligned text, markdown tables, or one CSV whose first column `section` "
@@ -472,9 +406,9 @@ def analyse(paths, fmt, plot_dir, group_by):
     lambda1 * gamma, the effective rate and the fitted decay. bench: the numbanets rows
     with their speedups over torch and numpy, several runs side by side.
     """
-    from runner import analyse as an
+    from runner.analyse import summary  # start-up time
 
-    text, written = an.analyse(paths, fmt=fmt, plot_dir=plot_dir, group_by=group_by,
+    text, written = summary.analyse(paths, fmt=fmt, plot_dir=plot_dir, group_by=group_by,
                                note=lambda message: click.echo(message, err=True))
     click.echo(text, nl=False)
     for path in written:

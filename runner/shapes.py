@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from numbanets import shapes
 from numbanets.nn import arch
 
 
@@ -80,8 +81,6 @@ def render(frame: pd.DataFrame, label: str, input_shape) -> str:
 
 def pooling_examples() -> str:
     """The small pooling cases every lecture shows, computed by numbanets.shapes."""
-    from numbanets import shapes
-
     one_d = [(5, 3, s, shapes.output_size(5, 3, s, 0, 0)) for s in (1, 2)]
     lines = [f"1-D input {m}, window {k}, stride {s}: {o} outputs" for m, k, s, o in one_d]
     o = shapes.output_size(5, 3, 1, 0, 0)

@@ -2,7 +2,7 @@
 
     python scripts/charlm_vs_torch.py --corpus /path/to/tinyshakespeare.txt --steps 2000
 
-Builds the `nbnets train-charlm` trainer (runner.charlm.Trainer) with the given
+Builds the `nbnets train-charlm` trainer (runner.charlm.train.Trainer) with the given
 settings, copies its initial weights into torch.nn.LSTM + torch.nn.Linear
 (torch's bias_ih = numbanets' b; bias_hh = 0, kept at 0 by zeroing its
 gradient, so both models have one bias per gate), and trains both, step by step
@@ -14,7 +14,7 @@ machine load. Prints the validation losses of both (every --eval-every steps
 and at the end) and the training speed of each in characters per second,
 measured over the training steps alone (forward, backward, clipping, update).
 glibc malloc's thresholds are fixed first, as `nbnets bench` fixes them
-(--allocator default leaves them moving; see runner.bench_measure.fix_allocator).
+(--allocator default leaves them moving; see runner.bench.measure.fix_allocator).
 
 torch is an optional peer: this script needs it, numbanets does not.
 """
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from numbanets.data.text import BatchStream, load_corpus  # noqa: E402
-from runner import charlm  # noqa: E402
+from runner.charlm import train as charlm  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -144,7 +144,8 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from runner.bench_measure import Threads, fix_allocator
+    from runner.bench.measure import fix_allocator
+    from runner.common.threads import Threads
 
     print(fix_allocator() if args.allocator == "fixed" else "allocator: glibc's defaults (moving thresholds)")
     # numba's pool, the BLAS and torch at --threads, as `nbnets bench` sets them

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from runner.bench_measure import Threads
+    from runner.common.threads import Threads
 
     rng = np.random.default_rng(0)
     print(f"float32 GFLOP/s, best of {args.repeat}; numbanets: blas.gemm ({blas.NAME}), openblas: numba's np.dot "

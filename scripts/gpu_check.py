@@ -478,7 +478,7 @@ def main(argv=None) -> int:
     import pandas as pd
     from numba import cuda
 
-    from runner.runs import new_run_dir, write_config, write_csv
+    from runner.common.runs import new_run_dir, write_config, write_csv
 
     torch, torch_note = load_torch(args.no_torch or simulator)
     print(f"gpu_check: {device.explain('cuda')}")

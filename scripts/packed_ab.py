@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.bench_measure import fix_allocator  # noqa: E402
+from runner.bench.measure import fix_allocator  # noqa: E402
 
 CASES = ["lstm-128", "lstm-512", "rnn-128", "rnn-512", "rnn-mini", "charlm-char-rnn", "charlm-large"]
 
@@ -70,7 +70,8 @@ def _loops(name: str) -> tuple[dict, int]:
 
 
 def _training_step(name: str) -> tuple[dict, int]:
-    from runner.bench_cases import Ctx, build_cases
+    from runner.bench.case import Ctx
+    from runner.bench.cases import build_cases
 
     case = next(c for c in build_cases() if c.name == name)
     runner = case.impls["numbanets"](case.make(np.random.default_rng(0)), Ctx("cpu", None))

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from runner import analyse
+from runner.analyse import read as analyse
 from runner.cli import main
 
 CHARLM = ["--steps", "12", "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--eval-every", "5",
@@ -99,7 +99,8 @@ def sections(*args) -> dict[str, pd.DataFrame]:
 
 def test_expected_columns_are_the_writers_columns():
     from numbanets import gradstats
-    from runner import charlm, cnn
+    from runner.charlm import options as charlm
+    from runner.cnn import options as cnn
 
     assert analyse.CHARLM_COLUMNS == charlm.METRIC_COLUMNS
     assert analyse.CNN_COLUMNS == cnn.METRIC_COLUMNS

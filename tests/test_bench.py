@@ -27,7 +27,11 @@ import pytest
 from click.testing import CliRunner
 
 from numbanets.device import cuda_status
-from runner import bench, bench_cases, bench_measure, bench_peers
+from runner.bench import case as bench_case
+from runner.bench import cases as bench_cases
+from runner.bench import command as bench
+from runner.bench import measure as bench_measure
+from runner.bench import peers as bench_peers
 from runner.cli import _BENCH_CASES, main
 
 CASES = bench_cases.build_cases(tiny=True)
@@ -64,14 +68,14 @@ def test_numpy_peer_computes_numbanets_numbers(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_torch_peer_computes_numbanets_numbers(case, torch):
-    err, key = _errors(case, ("torch",), bench_cases.Ctx("cpu", torch))["torch"]
+    err, key = _errors(case, ("torch",), bench_case.Ctx("cpu", torch))["torch"]
     assert err <= bench_measure.TOL, f"{case.name}: torch differs in {key}: {err:.3g}"
 
 
 def test_training_outputs_cover_loss_every_gradient_and_every_weight():
     case = next(c for c in CASES if c.name == "charlm-char-rnn")
     inputs = case.make(np.random.default_rng(0))
-    runner = case.impls["numbanets"](inputs, bench_cases.Ctx())
+    runner = case.impls["numbanets"](inputs, bench_case.Ctx())
     out = runner.outputs(runner.run())
     names = list(inputs["state"])
     assert set(out) == {"loss"} | {f"grad.{n}" for n in names} | {f"param.{n}" for n in names}
@@ -109,7 +113,7 @@ def test_a_perturbed_peer_is_a_mismatch():
 
     def wrong(inputs, ctx):
         r = case.impls["numpy"](inputs, ctx)
-        return bench_cases.Runner(lambda: tuple(y * np.float32(1.01) for y in r.run()), r.outputs)
+        return bench_case.Runner(lambda: tuple(y * np.float32(1.01) for y in r.run()), r.outputs)
 
     bad = _with_numpy(case, wrong)
     errors = bench_measure.agreement(bad, ("numpy",))
@@ -125,7 +129,7 @@ def test_a_wrong_optimizer_setting_is_a_mismatch():
     def wrong(inputs, ctx):
         m = bench_peers.CharLM(inputs["state"], dict(kind="rmsprop", lr=2e-3, alpha=0.99), bench_cases.CLIP,
                                "lstm", 2, bench_cases.TINY_CHARLM[case.name]["vocab"])
-        return bench_cases.Runner(lambda: m.step(inputs["x"], inputs["y"]), m.outputs)
+        return bench_case.Runner(lambda: m.step(inputs["x"], inputs["y"]), m.outputs)
 
     err, key = _errors(_with_numpy(case, wrong), ("numpy",))["numpy"]
     assert err > 0.1 and key.startswith("param."), (err, key)
@@ -146,7 +150,7 @@ def test_a_disagreeing_peer_stops_the_command_untimed(tmp_path, monkeypatch):
 
     def wrong(inputs, ctx):
         r = case.impls["numpy"](inputs, ctx)
-        return bench_cases.Runner(lambda: (-r.run()[0],) + r.run()[1:], r.outputs)
+        return bench_case.Runner(lambda: (-r.run()[0],) + r.run()[1:], r.outputs)
 
     monkeypatch.setattr(bench_cases, "build_cases", lambda tiny=False: [_with_numpy(case, wrong)])
     result = invoke("--tiny", "--repeat", 1, "--case", "rnn-fwd-bwd", "--no-torch", "--out", tmp_path)
@@ -168,7 +172,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_tiny_bench_writes_every_column_and_row(tiny_run):
-    from runner.analyse import BENCH_COLUMNS
+    from runner.analyse.read import BENCH_COLUMNS
 
     output, run_dir, frame = tiny_run
     assert list(frame.columns) == bench.COLUMNS == BENCH_COLUMNS
@@ -269,7 +273,7 @@ def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
     # threadpoolctl limits only the libraries already loaded: Threads must load numbanets' BLAS first
     import subprocess
 
-    code = ("from runner.bench_measure import Threads\n"
+    code = ("from runner.common.threads import Threads\n"
             "with Threads(1):\n"
             "    from numbanets.kernels.cpu import blas\n"
             "    print(blas.threads())\n")
@@ -281,7 +285,7 @@ def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
 _HEAP_OR_MAP = (
     "import sys\n"
     "import numpy as np\n"
-    "from runner.bench_measure import fix_allocator\n"
+    "from runner.bench.measure import fix_allocator\n"
     "if sys.argv[1] == 'fixed':\n"
     "    print(fix_allocator())\n"
     "a = np.empty(20 << 20, np.uint8)\n"

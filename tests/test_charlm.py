@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from numbanets.data.text import Corpus, Vocabulary
-from runner import charlm, sample_cmd
+from runner.charlm import checkpoint as charlm_checkpoint
+from runner.charlm import sample as sample_cmd
+from runner.charlm import train as charlm
 
 TEXT = "the quick brown fox jumps over the lazy dog; " * 60  # 2,700 characters, 28 symbols
 
@@ -201,7 +203,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus, mon
                                                   r"last good checkpoint \(step 5\)"):
         _run(tmp_path, corpus, steps=20)
     run_dir = next((tmp_path / "out" / "train-charlm").iterdir())
-    arrays, meta = charlm._load_checkpoint(run_dir / "checkpoint.npz")
+    arrays, meta = charlm_checkpoint.load(run_dir / "checkpoint.npz")
     assert meta["step"] == 5 and np.isfinite(arrays["param/head.b"]).all()
     assert list(_metrics(run_dir).step) == list(range(1, 8))
 
@@ -292,7 +294,7 @@ def test_rnn_ids_input_is_the_one_hot_input_without_the_gemm(rng, activation):
 def test_progress_bar_line_and_quiet(tmp_path):
     import io
 
-    from runner.progress import ProgressBar
+    from runner.common.progress import ProgressBar
 
     out = io.StringIO()
     bar = ProgressBar(200, stream=out, force=True, interval=0)

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from runner import charlm
+from runner.charlm import checkpoint as charlm_checkpoint
+from runner.charlm import train as charlm
 from runner.cli import main
 
 TEXT = "def f(x):\n    return x + 1\n\n" * 120  # a small, very repetitive corpus: 3,480 characters
@@ -177,7 +178,7 @@ def test_nan_loss_stops_with_step_and_norm_and_keeps_the_checkpoint(workdir, cor
     result = invoke("train-charlm", "--corpus", corpus, *TINY, "--steps", 30, "--out", out)
     assert_input_error(result, "at step 14", "gradient norm", "last good checkpoint (step 10)")
     (folder,) = (out / "train-charlm").iterdir()
-    arrays, meta = charlm._load_checkpoint(folder / "checkpoint.npz")
+    arrays, meta = charlm_checkpoint.load(folder / "checkpoint.npz")
     assert meta["step"] == 10 and np.isfinite(arrays["param/head.w"]).all()
     assert pd.read_csv(folder / "metrics.csv").step.max() == 13
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from runner import cli, cnn
+from runner import cli
+from runner.cnn import options as cnn
 from runner.cli import main
 
 EXACT = ["epoch", "step"]

@@ -15,9 +15,11 @@ from gradcheck import assert_close
 from numbanets import functional as F
 from numbanets.data import images
 from numbanets.nn import arch
-from runner import cnn, cnn_json
+from runner.cnn import export_json as cnn_json
+from runner.cnn import options as cnn_options
+from runner.cnn import train as cnn
 
-DIGITS_SPEC, DIGITS_SHAPE = arch.BUILTIN[cnn.DEFAULT_ARCH]
+DIGITS_SPEC, DIGITS_SHAPE = arch.BUILTIN[cnn_options.DEFAULT_ARCH]
 
 
 # --------------------------------------------------------------------------- the network of a spec

@@ -11,37 +11,20 @@ Each file is drawn into memory and written atomically (temporary name, rename).
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-PLOT_HINT = "pip install -e '.[plot]'"
-
+from runner.common import plots as common_plots
+from runner.common.plots import PLOT_HINT, save_png
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend; ValueError (one line) when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
+    plt = common_plots.pyplot()
+    if plt is None:
+        raise ValueError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}")
     return plt
-
-
-def save(plt, fig, path: Path) -> Path:
-    from numbanets.checkpoint import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def write_all(sections, out_dir: Path, note=print) -> list[Path]:
@@ -62,7 +45,7 @@ def write_all(sections, out_dir: Path, note=print) -> list[Path]:
         for name, draw in drawers[section.kind]:
             fig = draw(plt, section, note)
             if fig is not None:
-                written.append(save(plt, fig, out_dir / name))
+                written.append(save_png(plt, fig, out_dir / name))
     return written
 
 
@@ -116,7 +99,7 @@ def _cnn(plt, section, note):
 
 
 def _grad_ratio(plt, section, note):
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # optional dependency: only here once pyplot() found matplotlib
 
     runs = [r for r in section.runs if "grad_decay" in r.tables]
     if not runs:
@@ -180,7 +163,7 @@ def _rates(plt, section, note):
 
 
 def _bench(plt, section, note):
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # optional dependency, as above
 
     table = section.table if section.grouped_by is None else None
     if table is None:

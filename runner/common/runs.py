@@ -9,31 +9,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import secrets
 import signal
 from pathlib import Path
 
 from numbanets.checkpoint import atomic_write_text
-
-
-def versions() -> dict[str, str]:
-    import numba
-    import numpy as np
-    import pandas as pd
-
-    import numbanets
-    from numbanets.kernels.cpu import blas
-
-    return {
-        "numbanets": numbanets.__version__,
-        "numba": numba.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "python": platform.python_version(),
-        "numba_threads": str(numba.get_num_threads()),
-        "kernel_blas": blas.NAME,  # the CPU kernels' GEMMs: mkl or openblas (NUMBANETS_BLAS, the mkl extra)
-    }
+from runner.common.system import versions
 
 
 def new_run_dir(out: str | os.PathLike, command: str) -> Path:
@@ -86,19 +67,6 @@ def write_config(run_dir: Path, command: str, options: dict, **extra) -> dict:
 def write_csv(path: str | os.PathLike, frame, **to_csv_kwargs) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     atomic_write_text(path, frame.to_csv(index=False, **to_csv_kwargs))
-
-
-def save_figure(plt, fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG atomically (temporary name, then rename) and close it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
 
 
 class Interrupt:

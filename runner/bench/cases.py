@@ -1,11 +1,11 @@
 """The cases of `nbnets bench`: inputs, FLOP counts, and one runner per implementation.
 
-A Case holds `make(rng)` -> host inputs (float32) and, per implementation
-("numbanets", "numpy", "torch"), a factory `(inputs, ctx) -> Runner`. A
-Runner's `run()` is the timed call (an op, or a whole training step), and
-`outputs(result)` turns what one call returned into host numpy arrays named the
-same in every implementation, so runner.bench can check that the peers compute
-the numbers numbanets does before it times them.
+Each case is a runner.bench.case.Case: `make(rng)` -> host inputs (float32) and,
+per implementation ("numbanets", "numpy", "torch"), a factory
+`(inputs, ctx) -> Runner` whose `run()` is the timed call and whose
+`outputs(result)` are host numpy arrays named the same in every implementation.
+The numpy peers are runner.bench.peers, the torch peers runner.bench.torch_peer
+(torch is optional: the factories get the module through ctx.torch, None when skipped).
 
     kernels   conv2d-fwd, conv2d-bwd (two layer shapes), max_pool2d-fwd, max_pool2d-bwd (2x2),
               lstm-fwd-bwd, rnn-fwd-bwd (T=50, N=50, D=H, H=128 and 512; forward + BPTT)
@@ -25,14 +25,20 @@ projection counted as 0 (it is a gather, not arithmetic). Pooling: no FLOPs (NaN
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import numpy as np
 
-from runner import bench_peers as peers
+from numbanets import functional as F
+from numbanets import shapes
+from numbanets.device import to_device, to_host
+from numbanets.nn import arch
+from numbanets.optim import make_optimizer
+from runner.bench import peers, torch_peer
+from runner.bench.case import Case, Runner
+from runner.charlm.model import build_model as build_charlm
+from runner.charlm.options import validate as charlm_validate
+from runner.cnn.model import build_model as build_cnn
 
-IMPLS = ("numbanets", "numpy", "torch")
 CLIP = 5.0
 
 # name: cell, layers, hidden, batch, seq, vocab, optimizer (full size; TINY_CHARLM overrides for tests)
@@ -51,39 +57,9 @@ CNN_BATCH, TINY_CNN_BATCH = 64, 4
 CNN_OPTIMIZER = dict(kind="adam", lr=2e-3)
 
 
-@dataclass
-class Ctx:
-    device: str = "cpu"   # where numbanets and torch run ("cpu" or "cuda"); numpy always on the CPU
-    torch: Any = None     # the torch module, or None when it is skipped
-
-
-@dataclass
-class Runner:
-    run: Callable[[], Any]
-    outputs: Callable[[Any], dict]
-    timer: str = "cpu"    # "cpu" (perf_counter), "numba-cuda" or "torch-cuda" (CUDA events)
-    device: str = "cpu"
-
-
-@dataclass
-class Case:
-    name: str
-    suite: str            # "kernels" or "train"
-    shape: str
-    flops: float          # per run (NaN: none counted)
-    make: Callable[[np.random.Generator], dict]
-    impls: dict = field(default_factory=dict)   # impl -> factory(inputs, ctx) -> Runner
-
-    @property
-    def train(self) -> bool:
-        return self.suite == "train"
-
-
 # --------------------------------------------------------------------------- runner helpers
 
 def _nb(ctx, run, names):
-    from numbanets.device import to_host
-
     return Runner(run, lambda out: {n: to_host(o) for n, o in zip(names, out)},
                   "numba-cuda" if ctx.device == "cuda" else "cpu", ctx.device)
 
@@ -93,9 +69,7 @@ def _np(run, names):
 
 
 def _th(ctx, run, names):
-    from runner.bench_torch import host
-
-    return Runner(run, lambda out: {n: host(o) for n, o in zip(names, out)},
+    return Runner(run, lambda out: {n: torch_peer.host(o) for n, o in zip(names, out)},
                   "torch-cuda" if ctx.device == "cuda" else "cpu", ctx.device)
 
 
@@ -103,15 +77,11 @@ def _on(ctx, inputs):
     """numbanets' copy of the inputs: device arrays on cuda, the host arrays on the CPU."""
     if ctx.device != "cuda":
         return inputs
-    from numbanets.device import to_device
-
     return {k: to_device(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
 
 
 def _tt(ctx, inputs):
-    from runner.bench_torch import tensors
-
-    return tensors(ctx.torch, inputs, ctx.device)
+    return torch_peer.tensors(ctx.torch, inputs, ctx.device)
 
 
 def _f32(rng, shape, scale=1.0):
@@ -125,8 +95,6 @@ def _u32(rng, shape, scale):
 # --------------------------------------------------------------------------- kernel cases
 
 def _conv_cases(n, c, h, w, f, k, pad) -> list[Case]:
-    from numbanets import functional as F
-
     oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
     pads = ((pad, pad), (pad, pad))
     shape = f"x {n}x{c}x{h}x{w} w {f}x{c}x{k}x{k} pad {pad}"
@@ -150,10 +118,8 @@ def _conv_cases(n, c, h, w, f, k, pad) -> list[Case]:
         return _nb(ctx, lambda: F.conv2d_backward(a["dy"], a["x"], a["w"], 1, pad), ["dx", "dw", "db"])
 
     def th_bwd(i, ctx):
-        from runner.bench_torch import conv2d_backward
-
         t = _tt(ctx, i)
-        return _th(ctx, lambda: conv2d_backward(ctx.torch, t["dy"], t["x"], t["w"], pad), ["dx", "dw", "db"])
+        return _th(ctx, lambda: torch_peer.conv2d_backward(ctx.torch, t["dy"], t["x"], t["w"], pad), ["dx", "dw", "db"])
 
     return [
         Case("conv2d-fwd", "kernels", shape, flops, make, {
@@ -167,8 +133,6 @@ def _conv_cases(n, c, h, w, f, k, pad) -> list[Case]:
 
 
 def _pool_cases(n, c, h, w) -> list[Case]:
-    from numbanets import functional as F
-
     shape = f"x {n}x{c}x{h}x{w} k 2x2 s 2"
 
     def make(rng):  # distinct values: every window has one maximum
@@ -193,11 +157,9 @@ def _pool_cases(n, c, h, w) -> list[Case]:
         return _th(ctx, lambda: ctx.torch.nn.functional.max_pool2d(t["x"], 2, return_indices=True), ["y", "idx"])
 
     def th_bwd(i, ctx):
-        from runner.bench_torch import max_pool2x2_backward
-
         t = _tt(ctx, i)
         idx = ctx.torch.nn.functional.max_pool2d(t["x"], 2, return_indices=True)[1]
-        return _th(ctx, lambda: (max_pool2x2_backward(ctx.torch, t["dy"], t["x"], idx),), ["dx"])
+        return _th(ctx, lambda: (torch_peer.max_pool2x2_backward(ctx.torch, t["dy"], t["x"], idx),), ["dx"])
 
     return [
         Case("max_pool2d-fwd", "kernels", shape, math.nan, make,
@@ -209,8 +171,6 @@ def _pool_cases(n, c, h, w) -> list[Case]:
 
 
 def _recurrent_case(cell, t_len, n, h) -> Case:
-    from numbanets import functional as F
-
     gates = 4 if cell == "lstm" else 1
     d = h
     shape = f"T {t_len} N {n} D {d} H {h}" + ("" if cell == "lstm" else " tanh")
@@ -245,9 +205,7 @@ def _recurrent_case(cell, t_len, n, h) -> Case:
         return _np(run, names)
 
     def th(i, ctx):
-        from runner.bench_torch import Recurrent
-
-        rec = Recurrent(ctx.torch, cell, _tt(ctx, i))
+        rec = torch_peer.Recurrent(ctx.torch, cell, _tt(ctx, i))
         runner = _th(ctx, rec.run, names)
         runner.outputs = rec.outputs
         return runner
@@ -271,8 +229,6 @@ def kernel_cases(tiny: bool) -> list[Case]:
 
 def _nb_train(ctx, model, step):
     """A numbanets training step's Runner; outputs: the loss, every gradient and every weight."""
-    from numbanets.device import to_host
-
     def outputs(loss):
         got = {"loss": float(loss)}
         for name, p, g in model.named_parameters():
@@ -288,8 +244,6 @@ def _peer_train(model, i, ctx=None):
 
 
 def _nb_optimizer(model, kind, lr, **kw):
-    from numbanets.optim import make_optimizer
-
     return make_optimizer(kind, model, lr=lr, **kw)
 
 
@@ -302,23 +256,18 @@ def _charlm_case(name, cfg) -> Case:
     opts = {"cell": cfg["cell"], "hidden": h, "layers": layers, "seed": 0}
 
     def make(rng):
-        from runner import charlm
-
-        model = charlm.build_model(charlm.validate(opts), v)
+        model = build_charlm(charlm_validate(opts), v)
         ids = rng.integers(0, v, size=(t_len + 1, n))
         return {"state": model.state_dict(), "x": ids[:-1].copy(), "y": ids[1:].copy()}
 
     def nb(i, ctx):
-        from numbanets.functional import clip_grad_norm
-        from runner import charlm
-
-        model = charlm.build_model(charlm.validate(opts), v, device=ctx.device)
+        model = build_charlm(charlm_validate(opts), v, device=ctx.device)
         model.load_state_dict(i["state"])
         opt = _nb_optimizer(model, **cfg["optimizer"])
 
         def step():
             loss, _ = model.loss_and_grad(i["x"], i["y"])
-            clip_grad_norm(model.gradients(), CLIP)
+            F.clip_grad_norm(model.gradients(), CLIP)
             opt.step()
             return loss
         return _nb_train(ctx, model, step)
@@ -327,10 +276,8 @@ def _charlm_case(name, cfg) -> Case:
         return _peer_train(peers.CharLM(i["state"], cfg["optimizer"], CLIP, cfg["cell"], layers, v), i)
 
     def th(i, ctx):
-        from runner.bench_torch import CharLM
-
-        return _peer_train(CharLM(ctx.torch, ctx.device, i["state"], cfg["optimizer"], CLIP, cfg["cell"], layers, v),
-                           i, ctx)
+        model = torch_peer.CharLM(ctx.torch, ctx.device, i["state"], cfg["optimizer"], CLIP, cfg["cell"], layers, v)
+        return _peer_train(model, i, ctx)
 
     return Case(name, "train", shape, 3 * fwd, make, {"numbanets": nb, "numpy": npy, "torch": th})
 
@@ -338,9 +285,6 @@ def _charlm_case(name, cfg) -> Case:
 def cnn_layers(spec: str, input_shape) -> list[tuple]:
     """The layers of a CNN spec as the numpy and torch peers take them, named as numbanets.nn.arch.build's
     children: ("conv", name, stride, pads), ("relu",), ("pool2",), ("flatten",), ("fc", name)."""
-    from numbanets import shapes
-    from numbanets.nn import arch
-
     out, index, shape = [], 0, tuple(input_shape)
     layers = arch.parse(spec)
     for layer, row in zip(layers, arch.plan(layers, shape)):
@@ -368,25 +312,17 @@ def cnn_layers(spec: str, input_shape) -> list[tuple]:
 
 
 def _cnn_case(batch) -> Case:
-    from numbanets.nn import arch
-
     spec, image = arch.BUILTIN["digits"]
     madds = sum(r.multiply_adds for r in arch.plan(arch.parse(spec), image))
     shape = f"digits {'x'.join(map(str, image))} batch {batch} adam"
 
     def make(rng):
-        from runner.cnn import build_model
-
-        model, _ = build_model(spec, image, seed=0)
+        model, _ = build_cnn(spec, image, seed=0)
         return {"state": model.state_dict(), "x": rng.random((batch, *image)).astype(np.float32),
                 "y": rng.integers(0, 10, size=batch).astype(np.int64), "layers": cnn_layers(spec, image)}
 
     def nb(i, ctx):
-        from numbanets import functional as F
-        from numbanets.device import to_device
-        from runner.cnn import build_model
-
-        model, _ = build_model(spec, image, seed=0, device=ctx.device)
+        model, _ = build_cnn(spec, image, seed=0, device=ctx.device)
         model.load_state_dict(i["state"])
         opt = _nb_optimizer(model, **CNN_OPTIMIZER)
         move = to_device if ctx.device == "cuda" else (lambda a: a)
@@ -405,9 +341,7 @@ def _cnn_case(batch) -> Case:
         return _peer_train(peers.CNN(i["state"], CNN_OPTIMIZER, CLIP, i["layers"]), i)
 
     def th(i, ctx):
-        from runner.bench_torch import CNN
-
-        return _peer_train(CNN(ctx.torch, ctx.device, i["state"], CNN_OPTIMIZER, CLIP, i["layers"]), i, ctx)
+        return _peer_train(torch_peer.CNN(ctx.torch, ctx.device, i["state"], CNN_OPTIMIZER, CLIP, i["layers"]), i, ctx)
 
     return Case("cnn-digits", "train", shape, 3 * 2.0 * madds * batch, make,
                 {"numbanets": nb, "numpy": npy, "torch": th})

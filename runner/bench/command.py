@@ -5,9 +5,9 @@
 
 writes OUT/bench/<timestamp>-<id>/bench.csv (COLUMNS; rewritten after every case,
 so an interrupted run keeps what it measured) and config.json, and prints a
-table. The cases are in runner.bench_cases, the numpy peers in
-runner.bench_peers, the torch peers in runner.bench_torch, the measuring in
-runner.bench_measure. Per case:
+table. The cases are in runner.bench.cases, the numpy peers in
+runner.bench.peers, the torch peers in runner.bench.torch_peer, the measuring in
+runner.bench.measure (peak memory: runner.bench.memory_child). Per case:
 
 1. Every implementation runs once on the same float32 inputs and its outputs
    are compared with numbanets' (PeerMismatch, exit 1, when a peer is off by
@@ -23,15 +23,16 @@ runner.bench_measure. Per case:
    speedup_vs_torch / speedup_vs_numpy (numbanets rows) = the peer's median /
    numbanets' median (above 1: numbanets is faster).
 
-numba, torch and the BLAS (threadpoolctl) all use --threads threads.
+numba, torch and the BLAS (threadpoolctl) all use --threads threads
+(runner.common.threads.Threads).
 
 The allocator: before anything runs, glibc malloc's mmap threshold is fixed at
-32 MiB and its trim threshold at 512 MiB (bench_measure.fix_allocator), so large
+32 MiB and its trim threshold at 512 MiB (measure.fix_allocator), so large
 temporaries are reused instead of being mapped, page-faulted and returned on
 every call, for every implementation alike, and no case speeds up or slows
-down the cases after it through glibc's moving thresholds (which made torch's
-char-rnn step 45 ms in `--suite train` and 31-37 ms after the kernel cases).
-`--allocator default` keeps glibc's behaviour.
+down the cases after it through glibc's moving thresholds (with them, torch's
+char-rnn step was slower in `--suite train` alone than after the kernel cases;
+see BENCHMARKS.md). `--allocator default` keeps glibc's behaviour.
 
 peak_rss_mb (training cases, CPU only): each (case, implementation) runs in a
 fresh process that first runs a tiny model of the same kind (kernels loaded,
@@ -61,6 +62,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
+import pandas as pd
+
+from numbanets.device import resolve
+from runner.bench import cases, measure, torch_peer
+from runner.bench.case import Ctx
+from runner.common.runs import new_run_dir, write_config, write_csv, write_json
+from runner.common.system import kernel_blas_description
+from runner.common.threads import Threads
+
 COMMAND = "bench"
 COLUMNS = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
            "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]
@@ -75,9 +86,7 @@ ALLOCATORS = ("fixed", "default")
 
 def case_names() -> list[str]:
     """Every case name --case accepts, in the order the bench runs them (sgemm always runs)."""
-    from runner.bench_cases import build_cases
-
-    return list(dict.fromkeys(c.name for c in build_cases(tiny=True))) + list(FIRST_STEP)
+    return list(dict.fromkeys(c.name for c in cases.build_cases(tiny=True))) + list(FIRST_STEP)
 
 
 def validate(opts: dict) -> dict:
@@ -115,20 +124,18 @@ def _selected(name: str, suite: str, o: dict) -> bool:
 
 def bench_case(case, ctx, o: dict, threads: int, ceilings: dict) -> tuple[list[dict], dict]:
     """(rows, {peer: (error, output)}): check the peers against numbanets, then time every implementation."""
-    from runner.bench_measure import _row, agreement, check, time_block
-
     peers = ("numpy",) + (("torch",) if ctx.torch is not None else ())
-    errors = agreement(case, peers, ctx)
+    errors = measure.agreement(case, peers, ctx)
     runners = errors.pop("runners")
-    check(case, errors)
+    measure.check(case, errors)
     rounds = 2 if o["repeat"] >= 6 else 1
     times = {impl: [] for impl in runners}
     for k in range(rounds):
         for impl, runner in runners.items():
             for _ in range(o["warmup"] if k == 0 else 0):  # right before its block: its own threads are up
                 runner.run()
-            times[impl] += time_block(runner, math.ceil(o["repeat"] / rounds), o["max_seconds"] / rounds)
-    rows = [_row(case.name, case.shape, impl, r.device, threads, times[impl], case.flops, ceilings.get(r.device))
+            times[impl] += measure.time_block(runner, math.ceil(o["repeat"] / rounds), o["max_seconds"] / rounds)
+    rows = [measure.row(case.name, case.shape, impl, r.device, threads, times[impl], case.flops, ceilings.get(r.device))
             for impl, r in runners.items()]
     by_impl = {r["impl"]: r for r in rows}
     nb = by_impl["numbanets"]
@@ -149,10 +156,9 @@ def _progress(k: int, total: int, case, rows: list[dict], errors: dict) -> str:
 # --------------------------------------------------------------------------- the command
 
 def _first_step_rows(o, device, threads, echo) -> list[dict]:
-    from runner.bench_cases import CHARLM, TINY_CHARLM
-    from runner.bench_measure import _row, first_step_ms
-
-    cfg = {**CHARLM["charlm-char-rnn"], **(TINY_CHARLM["charlm-char-rnn"] if o["tiny"] else {}), "device": device}
+    """The first-step-cold and first-step-warm rows: the char-rnn model's first step in new processes."""
+    charlm = cases.CHARLM["charlm-char-rnn"]
+    cfg = {**charlm, **(cases.TINY_CHARLM["charlm-char-rnn"] if o["tiny"] else {}), "device": device}
     cfg.pop("optimizer")
     shape = (f"LSTM {cfg['layers']}x{cfg['hidden']} batch {cfg['batch']} seq {cfg['seq']} vocab {cfg['vocab']}: "
              "new process to first step")
@@ -161,8 +167,8 @@ def _first_step_rows(o, device, threads, echo) -> list[dict]:
     try:
         for name in FIRST_STEP:
             runs = 1 if name.endswith("cold") else max(1, min(3, o["repeat"]))
-            times = [first_step_ms(cfg, cache, threads) for _ in range(runs)]  # cold: the first run fills it
-            rows.append(_row(name, shape, "numbanets", device, threads, times, 0.0, None))
+            times = [measure.first_step_ms(cfg, cache, threads) for _ in range(runs)]  # cold: the first fills it
+            rows.append(measure.row(name, shape, "numbanets", device, threads, times, 0.0, None))
             echo(f"{name:<15} {statistics.median(times) / 1e3:.2f} s "
                  f"({'empty' if name.endswith('cold') else 'filled'} NUMBA_CACHE_DIR)")
     finally:
@@ -179,29 +185,20 @@ class Result:
 
 def run(opts: dict, echo=None) -> Result:
     """Run the bench with `opts` (DEFAULTS' keys)."""
-    import numba
-    import pandas as pd
-
-    from numbanets.device import resolve
-    from runner import bench_torch
-    from runner.bench_cases import Ctx, build_cases
-    from runner.bench_measure import TOL, Threads, fix_allocator, peak_memory, sgemm
-    from runner.info import kernel_blas_description as kernel_blas
-    from runner.runs import new_run_dir, write_config, write_csv, write_json
-
     echo = echo or (lambda s: print(s, flush=True))
     o = validate(opts)
     device = resolve(o["device"])
-    torch, torch_note = bench_torch.load(o["no_torch"], device)
+    torch, torch_note = torch_peer.load(o["no_torch"], device)
     ctx = Ctx(device, torch)
     threads = o["threads"] or numba.get_num_threads()
-    cases = [c for c in build_cases(o["tiny"]) if _selected(c.name, c.suite, o)]
+    selected = [c for c in cases.build_cases(o["tiny"]) if _selected(c.name, c.suite, o)]
     first_step = any(_selected(n, "train", o) for n in FIRST_STEP)
-    if not cases and not first_step:
+    if not selected and not first_step:
         raise ValueError(f"no case of --suite {o['suite']} matches --case {','.join(o['cases'])}")
     t_start = time.perf_counter()
     rows, agree, notes, interrupted = [], {}, [], False
-    allocator = fix_allocator() if o["allocator"] == "fixed" else "allocator: glibc's defaults (moving thresholds)"
+    allocator = (measure.fix_allocator() if o["allocator"] == "fixed"
+                 else "allocator: glibc's defaults (moving thresholds)")
     notes.append(allocator)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     if load > 0.5 * (os.cpu_count() or 1):  # before the bench itself runs: other work shares the cores
@@ -216,36 +213,36 @@ def run(opts: dict, echo=None) -> Result:
     with Threads(threads, torch) as th:
         run_dir = new_run_dir(o["out"], COMMAND)
         config = write_config(run_dir, COMMAND, o, device=device, threads=threads, blas=th.blas, torch=torch_note,
-                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=TOL,
+                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=measure.TOL,
                               allocator=allocator)
-        echo(f"bench   {len(cases)} cases{' + first step' if first_step else ''} on {device}, {threads} threads; "
-             f"torch: {torch_note}; numbanets' kernels on {kernel_blas()}; BLAS libraries: {th.blas}")
+        echo(f"bench   {len(selected)} cases{' + first step' if first_step else ''} on {device}, {threads} threads; "
+             f"torch: {torch_note}; numbanets' kernels on {kernel_blas_description()}; BLAS libraries: {th.blas}")
         echo(f"run     {run_dir}")
         for note in notes:
             echo(f"note    {note}")
         n = TINY_SGEMM_N if o["tiny"] else SGEMM_N
         ceilings = {}
         for where in ("cpu",) + (("cuda",) if device == "cuda" and torch is not None else ()):
-            row, ceilings[where] = sgemm(n, o["repeat"], o["max_seconds"], Ctx(where, torch))
+            row, ceilings[where] = measure.sgemm(n, o["repeat"], o["max_seconds"], Ctx(where, torch))
             row["threads"] = threads
             rows.append(row)
             echo(f"ceiling sgemm {n} on {where}: {ceilings[where]:.1f} GFLOP/s (fastest of {row['runs']} runs)")
         save()
         try:
-            for k, case in enumerate(cases, 1):
+            for k, case in enumerate(selected, 1):
                 case_rows, errors = bench_case(case, ctx, o, threads, ceilings)
                 rows += case_rows
                 agree[f"{case.name} {case.shape}"] = {impl: [e, key] for impl, (e, key) in errors.items()}
-                echo(_progress(k, len(cases), case, case_rows, errors))
+                echo(_progress(k, len(selected), case, case_rows, errors))
                 save()
-            train = [c for c in cases if c.train]
+            train = [c for c in selected if c.train]
             jobs = list(dict.fromkeys((c.name, r["impl"]) for c in train for r in rows if r["case"] == c.name))
             jobs = jobs if device == "cpu" else []
             # fresh processes: one after the other (their times are measured), except with --tiny
             with ThreadPoolExecutor(max_workers=2 if o["tiny"] else 1) as pool:
                 if jobs:
                     echo(f"memory  peak RSS of {len(jobs)} (case, impl) pairs, in a fresh process per impl")
-                    memory = pool.submit(peak_memory, jobs, o["tiny"], threads)
+                    memory = pool.submit(measure.peak_memory, jobs, o["tiny"], threads)
                 first = pool.submit(_first_step_rows, o, device, threads, echo) if first_step else None
                 if jobs:
                     peaks, failed = memory.result()

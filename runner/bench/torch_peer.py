@@ -1,6 +1,7 @@
 """The PyTorch peers of `nbnets bench`: the same ops and models in torch, on the CPU or CUDA.
 
-torch is an optional peer, never a dependency: `load()` says why it is skipped.
+torch is an optional peer, never a dependency: only `load()` imports it (and
+says why it is skipped); everything else takes the module as an argument.
 The models are numbanets' model definitions: numbanets' weights are copied in
 (numbanets' parameter names map to torch's), one-hot input for the char LMs,
 and a recurrent layer's single bias b is torch's bias_ih with bias_hh fixed at
@@ -19,7 +20,7 @@ def load(disabled: bool, device: str):
     if disabled:
         return None, "skipped (--no-torch)"
     try:
-        import torch
+        import torch  # optional peer: imported only here, and only when it is wanted
     except Exception as exc:  # an optional peer: any import failure means "not here"
         return None, f"not installed ({exc.__class__.__name__}); the torch rows are skipped"
     if device == "cuda":
@@ -165,7 +166,7 @@ class CharLM(_Model):
 
 
 class CNN(_Model):
-    """torch.nn.Sequential of the layer descriptions of runner.bench_cases.cnn_layers."""
+    """torch.nn.Sequential of the layer descriptions of runner.bench.cases.cnn_layers."""
 
     def __init__(self, torch, device, state, optimizer, clip, layers):
         nn = torch.nn

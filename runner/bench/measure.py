@@ -1,15 +1,20 @@
-"""How `nbnets bench` measures: agreement, timing, the sgemm ceiling, threads, fresh processes.
+"""How `nbnets bench` measures: agreement, timing, the sgemm ceiling, the allocator, fresh processes.
 
 agreement(case)   one run of every implementation on the same inputs, outputs compared with
                   numbanets' (max |peer - numbanets| / max |numbanets| per output; for a training
                   step's updated weights, relative to the size of numbanets' update); check() raises
                   PeerMismatch above the tolerance.
 time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off.
+row()             one bench.csv row from a list of timings: median, min, max, GFLOP/s, fraction of peak.
 sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
-Threads           numba, torch and the BLAS (threadpoolctl) set to the same thread count.
 fix_allocator()   glibc malloc's mmap and trim thresholds fixed for the run (see its docstring).
-memory_child / peak_memory   peak memory of a training case in a fresh process (see runner.bench).
-first_step_ms     wall time from a new process to the end of its first training step.
+peak_memory()     peak memory of training cases, one fresh process per implementation running
+                  runner.bench.memory_child (see runner.bench.command).
+first_step_ms()   wall time from a new process to the end of its first training step.
+
+The thread counts are runner.common.threads.Threads'. This module runs cases
+(runner.bench.case types) and never builds them: runner.bench.cases is imported
+only by the command and by the memory child.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from runner.bench.case import Ctx, Runner
+
 TOL = 1e-3          # max |peer - numbanets| / max |numbanets| per output
 GRAD_FLOOR = 1e-3   # parameters whose gradient is below this fraction of its array's largest are not compared
-MEMORY_STEPS = 3
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the fresh processes import runner from here
 
 
 class PeerMismatch(RuntimeError):
@@ -78,8 +85,6 @@ def agreement(case, impls=("numpy", "torch"), ctx=None, seed: int = 0, inputs=No
 
     Also returns each impl's runner under "runners" (after its first run: compiled, warmed up).
     """
-    from runner.bench_cases import Ctx
-
     ctx = ctx or Ctx()
     inputs = case.make(np.random.default_rng(seed)) if inputs is None else inputs
     runners = {impl: case.impls[impl](inputs, ctx) for impl in ("numbanets", *impls)}
@@ -103,10 +108,10 @@ def check(case, errors: dict, tol: float = TOL) -> None:
 def _clock(runner):
     """A function running runner.run() once and returning its time in ms."""
     if runner.timer == "numba-cuda":
-        from numba import cuda
+        from numba import cuda  # numba's CUDA target: optional (may not import), needed only on a GPU
         make_event, sync = cuda.event, cuda.synchronize
     elif runner.timer == "torch-cuda":
-        import torch
+        import torch  # optional peer: only its own runners carry this timer
         make_event, sync = (lambda: torch.cuda.Event(enable_timing=True)), torch.cuda.synchronize
     else:
         def once():
@@ -144,7 +149,12 @@ def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3) -> list
         gc.enable()
 
 
-def _row(case, shape, impl, device, threads, times, flops, peak, rss=math.nan) -> dict:
+def row(case, shape, impl, device, threads, times, flops, peak, rss=math.nan) -> dict:
+    """A bench.csv row (runner.bench.command.COLUMNS, and "runs") of `times` (ms) of one implementation.
+
+    gflops = flops at the median time; fraction_of_peak = that / `peak` (GFLOP/s; None or 0: NaN).
+    The speedup columns start as NaN: the command fills them in once every implementation is timed.
+    """
     med = statistics.median(times) if times else math.nan
     gflops = flops / (med * 1e-3) / 1e9 if flops and med > 0 else math.nan
     return dict(case=case, shape=shape, impl=impl, device=device, threads=threads, median_ms=med,
@@ -155,8 +165,6 @@ def _row(case, shape, impl, device, threads, times, flops, peak, rss=math.nan) -
 
 def sgemm(n: int, repeat: int, max_seconds: float, ctx) -> tuple[dict, float]:
     """(row, ceiling GFLOP/s at the fastest run): numpy `@` (CPU) or torch.matmul (CUDA) on n x n float32."""
-    from runner.bench_cases import Runner
-
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, n, n), dtype=np.float32)
     if ctx.device == "cuda":
@@ -171,56 +179,7 @@ def sgemm(n: int, repeat: int, max_seconds: float, ctx) -> tuple[dict, float]:
     flops = 2.0 * n ** 3
     ceiling = flops / (min(times) * 1e-3) / 1e9
     shape = f"{n}x{n} @ {n}x{n} float32"
-    return _row(f"sgemm-{n}", shape, impl, ctx.device, None, times, flops, ceiling), ceiling
-
-
-# --------------------------------------------------------------------------- threads
-
-class Threads:
-    """numba, torch and the BLAS (threadpoolctl, when installed) all set to n threads inside the block."""
-
-    def __init__(self, n: int, torch=None):
-        import numba
-
-        self.n, self.torch, self._numba = n, torch, numba.get_num_threads()
-        if n > numba.config.NUMBA_NUM_THREADS:
-            raise ValueError(f"--threads {n} is more than numba's thread pool "
-                             f"(NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}); set NUMBA_NUM_THREADS={n}")
-        self.blas = "not limited (threadpoolctl not installed)"
-        self._limits = None
-
-    def __enter__(self):
-        import numba
-
-        numba.set_num_threads(self.n)
-        if self.torch is not None:
-            self._torch = self.torch.get_num_threads()
-            self.torch.set_num_threads(self.n)
-        try:
-            from threadpoolctl import threadpool_info, threadpool_limits
-
-            # threadpoolctl limits loaded libraries only: load numbanets' BLAS (MKL or SciPy's OpenBLAS) and
-            # the OpenBLAS behind numba's np.dot first
-            import scipy.linalg.cython_blas  # noqa: F401
-
-            import numbanets.kernels.cpu.blas  # noqa: F401
-
-            self._limits = threadpool_limits(limits=self.n, user_api="blas")
-            self.blas = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads)"
-                                  for p in threadpool_info() if p.get("user_api") == "blas")
-        except ImportError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self._numba)
-        if self.torch is not None:
-            self.torch.set_num_threads(self._torch)
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-        return False
+    return row(f"sgemm-{n}", shape, impl, ctx.device, None, times, flops, ceiling), ceiling
 
 
 # --------------------------------------------------------------------------- the allocator
@@ -237,12 +196,11 @@ def fix_allocator() -> str:
     By default glibc serves blocks above 128 KiB with fresh mmap'ed pages (a page fault and zeroing per
     4 KiB on first touch) and gives heap memory back above a trim threshold, and it raises both thresholds
     when the program frees a large mmap'ed block: the first such free changes the speed of everything
-    after it. numpy's frees raise them, torch's large frees do not. Measured on the 2-core VM: torch's
-    conv2d forward (64x3x32x32, 5x5) 9.1-9.4 ms in a fresh process and 2.2-2.6 ms once any numpy array
-    of 8-30 MB had been freed; in `nbnets bench --suite train` torch's char-rnn step 45-46 ms with the
-    defaults and 29.6 ms with these thresholds (numbanets 31-32 and 24.8 ms), so results depended on which
-    cases ran before. With the thresholds fixed, every case and every implementation runs under the same
-    allocator, whatever ran first."""
+    after it. numpy's frees raise them, torch's large frees do not, so an implementation's time (torch's
+    most: every output tensor page-faulted in while the thresholds are low) depended on which cases had
+    run before it. With the thresholds fixed, every case and every implementation runs under the same
+    allocator, whatever ran first. The measurements are in BENCHMARKS.md (glibc malloc's moving
+    thresholds)."""
     if not sys.platform.startswith("linux"):
         return "allocator: not Linux, malloc left at its defaults"
     try:
@@ -267,77 +225,14 @@ def _child_env(threads: int, **extra) -> dict:
     return env
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> tuple[int, str]:
-    """(baseline KiB, method): reset VmHWM to the current RSS and return that RSS (else ru_maxrss so far).
-
-    Free heap memory goes back to the OS first (glibc malloc_trim), so that a later allocation cannot
-    reuse memory the baseline already counts.
-    """
-    import resource
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kib("VmRSS"), "VmHWM"
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss"
-
-
-def _peak(method: str) -> int:
-    import resource
-
-    return _status_kib("VmHWM") if method == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def memory_child(arg: str) -> None:
-    """In a fresh process: for each training case of one impl, print a JSON line with the peak memory
-    (MB above the baseline) of MEMORY_STEPS steps, after a tiny model of the same kind has run."""
-    from runner.bench_cases import Ctx, train_cases
-
-    spec = json.loads(arg)
-    torch = None
-    if spec["impl"] == "torch":
-        import torch
-    warm = {c.name: c for c in train_cases(True)}
-    real = {c.name: c for c in train_cases(spec["tiny"])}
-    with Threads(spec["threads"], torch):
-        ctx = Ctx("cpu", torch)
-        for name in spec["cases"]:
-            rng = np.random.default_rng(0)
-            runner = warm[name].impls[spec["impl"]](warm[name].make(rng), ctx)
-            runner.run()
-            runner.run()
-            del runner
-            inputs = real[name].make(rng)
-            gc.collect()
-            base, method = _reset_peak()
-            runner = real[name].impls[spec["impl"]](inputs, ctx)
-            for _ in range(MEMORY_STEPS):
-                runner.run()
-            peak = _peak(method)
-            del runner, inputs
-            gc.collect()
-            print(json.dumps({"case": name, "peak_mb": max(peak - base, 0) / 1024.0, "method": method}), flush=True)
-
-
 def peak_memory(jobs: list[tuple[str, str]], tiny: bool, threads: int) -> tuple[dict, list[str]]:
     """({(case, impl): MB or NaN}, [notes on failures]): one fresh process per impl (glibc's mmap threshold
-    fixed at 128 KiB, so freed large blocks leave the RSS), os.cpu_count() processes at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+    fixed at 128 KiB, so freed large blocks leave the RSS), os.cpu_count() processes at a time.
 
-    code = "import sys; from runner.bench_measure import memory_child; memory_child(sys.argv[1])"
+    Each process runs runner.bench.memory_child.main(spec), spec a JSON object {"cases": [names], "impl",
+    "tiny", "threads"}, and prints one JSON line {"case", "peak_mb", "method"} per case it measured.
+    """
+    code = "import sys; from runner.bench.memory_child import main; main(sys.argv[1])"
     by_impl: dict[str, list[str]] = {}
     for case, impl in jobs:
         by_impl.setdefault(impl, []).append(case)

@@ -307,7 +307,7 @@ class CharLM(_Model):
 
 
 class CNN(_Model):
-    """A small CNN in numpy from layer descriptions (runner.bench_cases.cnn_layers):
+    """A small CNN in numpy from layer descriptions (runner.bench.cases.cnn_layers):
 
     ("conv", name, stride, pads), ("relu",), ("pool2",), ("flatten",), ("fc", name).
     """

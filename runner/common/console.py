@@ -1,0 +1,100 @@
+"""click plumbing every command shares: one-line errors, hidden old spellings, which options were given.
+
+Bad input is one line `Error: ...` and exit code 2, never a traceback:
+ValueError/TypeError/DeviceUnavailable/OSError raised by a command become
+InputError; click's own usage errors (bad option value, unknown option) are
+shortened to one line by the Commands group.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+from click.core import ParameterSource
+
+
+class InputError(click.ClickException):
+    """Bad input: printed as one line `Error: ...`, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error (bad option value, unknown option, missing argument) shown as one line:
+    `Error: <what is wrong> (see 'nbnets CMD --help')` instead of click's usage block."""
+
+    def show(self, file=None):
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file or click.get_text_stream("stderr"))
+
+
+def _one_line(exc: click.UsageError) -> OneLineUsageError:
+    one = OneLineUsageError(exc.format_message(), exc.ctx)
+    one.exit_code = exc.exit_code
+    return one
+
+
+class Commands(click.Group):
+    """The nbnets group: usage errors of the group and of every command are one line (exit code 2)."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:  # a command's options are parsed here
+            raise _one_line(exc) from None
+
+
+class AliasedOption(click.Option):
+    """An option with old spellings that still work but no longer show in --help (`hidden_aliases`)."""
+
+    def __init__(self, *args, hidden_aliases=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = tuple(hidden_aliases)
+
+    def get_help_record(self, ctx):
+        every = self.opts
+        self.opts = [name for name in every if name not in self.hidden_aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = every
+
+
+def manual(command: str) -> str:
+    """The last line of a command's --help: where its manual is."""
+    return f"Manual: docs/commands/{command}.md"
+
+
+def given_options(ctx: click.Context, options: dict) -> set[str]:
+    """The options set on the command line (or by environment), not left at their defaults."""
+    return {name for name in options
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+
+
+def user_errors(func):
+    """Turn ValueError/TypeError/DeviceUnavailable/OSError into one-line exit-2 errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from numbanets.device import DeviceUnavailable  # start-up time: `nbnets --help` loads click alone
+
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, TypeError, DeviceUnavailable) as exc:
+            raise InputError(str(exc)) from None
+        except OSError as exc:  # a missing, unreadable or unwritable path the command was given
+            target = f": {exc.filename}" if exc.filename else ""
+            raise InputError(f"{exc.strerror or exc}{target}") from None
+
+    return wrapper
