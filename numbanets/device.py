@@ -89,8 +89,15 @@ def explain(device: str = "auto") -> str:
 
 
 def is_device_array(a) -> bool:
-    """True for a numba CUDA device array, also the CUDA simulator's (which lacks
-    __cuda_array_interface__ and marks itself with __cuda_ndarray__)."""
+    """True for a numba CUDA device array, the one test of "runs on the GPU" in numbanets.
+
+    numba's DeviceNDArray and the CUDA simulator's FakeCUDAArray both set
+    __cuda_ndarray__; the simulator's arrays have no __cuda_array_interface__ and
+    its numba.cuda no is_cuda_array, so that attribute is asked first. With real
+    numba-cuda, another object exporting __cuda_array_interface__ counts too, as
+    numba.cuda.is_cuda_array decides; under the simulator it cannot run and does not.
+    numba is imported only for such an object: numpy arrays never import it.
+    """
     if isinstance(a, np.ndarray):
         return False
     if getattr(a, "__cuda_ndarray__", False):
@@ -99,7 +106,8 @@ def is_device_array(a) -> bool:
         return False
     from numba import cuda
 
-    return cuda.is_cuda_array(a)
+    is_cuda_array = getattr(cuda, "is_cuda_array", None)  # absent under the simulator
+    return bool(is_cuda_array(a)) if is_cuda_array is not None else False
 
 
 def to_device(a):

@@ -27,10 +27,11 @@ import math
 import numpy as np
 
 from numbanets import shapes
+from numbanets.caches import INPUTS_DENSE, INPUTS_IDS, LSTMCache, RNNCache
+from numbanets.device import is_device_array
+from numbanets.kernels.codes import ACTIVATION_CODES, ACTIVATIONS
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu")
-_ACTIVATION_CODES = {"identity": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
 
 __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
@@ -43,7 +44,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- dispatch
 
-class _Backend:
+class Backend:
     """A kernel package (`numbanets.kernels.cpu` or `.cuda`); op families load on first use."""
 
     def __init__(self, package: str):
@@ -61,12 +62,12 @@ class _Backend:
         return module
 
 
-_BACKENDS: dict[str, _Backend] = {}
+_BACKENDS: dict[str, Backend] = {}
 
 
-def _get_backend(name: str) -> _Backend:
+def _get_backend(name: str) -> Backend:
     if name not in _BACKENDS:
-        _BACKENDS[name] = _Backend(f"numbanets.kernels.{name}")
+        _BACKENDS[name] = Backend(f"numbanets.kernels.{name}")
     return _BACKENDS[name]
 
 
@@ -74,21 +75,16 @@ def array_device(a, name: str = "array") -> str:
     """"cpu" for a numpy array, "cuda" for a numba CUDA device array; TypeError otherwise."""
     if isinstance(a, np.ndarray):
         return "cpu"
-    if hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False):
-        from numba import cuda
-
-        is_cuda_array = getattr(cuda, "is_cuda_array", None)
-        if is_cuda_array is None:  # the CUDA simulator: no is_cuda_array, its FakeCUDAArray sets __cuda_ndarray__
-            return "cuda"
-        if is_cuda_array(a):
-            return "cuda"
+    if is_device_array(a):
+        return "cuda"
     raise TypeError(
         f"{name} must be a numpy array or a numba CUDA device array, got {type(a).__name__}"
     )
 
 
-def _backend_of(**arrays) -> _Backend:
-    """The backend all given arrays live on; TypeError naming them when they are mixed."""
+def backend_of(**arrays) -> Backend:
+    """The kernel backend all given arrays (name=array, None skipped) live on: its op families are
+    attributes (`backend_of(x=x).conv`); TypeError naming the arrays when they are mixed."""
     if all(a is None or isinstance(a, np.ndarray) for a in arrays.values()):
         return _BACKENDS.get("cpu") or _get_backend("cpu")  # numpy arrays only: the common case, fast
     places = {name: array_device(a, name) for name, a in arrays.items() if a is not None}
@@ -144,9 +140,9 @@ def _is_c_contiguous(a) -> bool:
 
 
 def _activation_code(name) -> int:
-    if not isinstance(name, str) or name.lower() not in _ACTIVATION_CODES:
+    if not isinstance(name, str) or name.lower() not in ACTIVATION_CODES:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}")
-    return _ACTIVATION_CODES[name.lower()]
+    return ACTIVATION_CODES[name.lower()]
 
 
 # --------------------------------------------------------------------------- convolution
@@ -192,7 +188,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
     stride: int or pair; padding: int, pair, "valid", "same" or "full"; groups
     splits channels and maps into `groups` independent towers.
     """
-    k = _backend_of(x=x, w=w, b=b)
+    k = backend_of(x=x, w=w, b=b)
     _check_conv_channels(x, w, b, groups, 4)
     (sh, sw), (ph, pw), (oh, ow) = _conv_geometry(x, w, stride, padding, 2)
     if b is None:
@@ -204,7 +200,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, groups=1):
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, groups=1):
     """Gradients of conv2d: dy (N, F, OH, OW) -> (dx (N, C, H, W), dw like w, db (F,))."""
-    k = _backend_of(dy=dy, x=x, w=w)
+    k = backend_of(dy=dy, x=x, w=w)
     _check_conv_channels(x, w, None, groups, 4)
     (sh, sw), (ph, pw), (oh, ow) = _conv_geometry(x, w, stride, padding, 2)
     _check_dy(dy, (x.shape[0], w.shape[0], oh, ow), x)
@@ -218,7 +214,7 @@ def conv1d(x, w, b=None, stride=1, padding=0, groups=1):
 
     Runs the conv2d kernel on a view with H = KH = 1.
     """
-    k = _backend_of(x=x, w=w, b=b)
+    k = backend_of(x=x, w=w, b=b)
     _check_conv_channels(x, w, b, groups, 3)
     (s,), (p,), (out,) = _conv_geometry(x, w, stride, padding, 1)
     if b is None:
@@ -234,7 +230,7 @@ def conv1d(x, w, b=None, stride=1, padding=0, groups=1):
 
 def conv1d_backward(dy, x, w, stride=1, padding=0, groups=1):
     """Gradients of conv1d: dy (N, F, OL) -> (dx (N, C, L), dw (F, C/groups, K), db (F,))."""
-    k = _backend_of(dy=dy, x=x, w=w)
+    k = backend_of(dy=dy, x=x, w=w)
     _check_conv_channels(x, w, None, groups, 3)
     (s,), (p,), (out,) = _conv_geometry(x, w, stride, padding, 1)
     _check_dy(dy, (x.shape[0], w.shape[0], out), x)
@@ -272,7 +268,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     stride defaults to kernel_size; padding counts as -inf. indices are flat
     positions h * W + w of each maximum in its input plane, as in PyTorch.
     """
-    k = _backend_of(x=x)
+    k = backend_of(x=x)
     kernel, strides, before, out = _pool2d_geometry(x, kernel_size, stride, padding)
     return k.pool.max_pool2d_forward(
         k.contiguous(x), kernel[0], kernel[1], strides[0], strides[1], before[0], before[1], out[0], out[1]
@@ -293,14 +289,14 @@ def _check_pool_backward(dy, indices, x_shape, dims):
 
 def max_pool2d_backward(dy, indices, x_shape):
     """Gradient of max_pool2d: routes dy (N, C, OH, OW) to the recorded maxima -> dx (x_shape)."""
-    k = _backend_of(dy=dy, indices=indices)
+    k = backend_of(dy=dy, indices=indices)
     n, c, h, w = _check_pool_backward(dy, indices, x_shape, 2)
     return k.pool.max_pool2d_backward(k.contiguous(dy), k.contiguous(indices), h, w)
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0):
     """1-D max pooling: x (N, C, L) -> (y (N, C, OL), indices int64 (N, C, OL) into L)."""
-    k = _backend_of(x=x)
+    k = backend_of(x=x)
     _check_float("x", x, 3)
     kernel = _positive_ints(kernel_size, "kernel_size", 1)[0]
     step = kernel if stride is None else _positive_ints(stride, "stride", 1)[0]
@@ -315,7 +311,7 @@ def max_pool1d(x, kernel_size, stride=None, padding=0):
 
 def max_pool1d_backward(dy, indices, x_shape):
     """Gradient of max_pool1d: dy (N, C, OL) -> dx (x_shape = (N, C, L))."""
-    k = _backend_of(dy=dy, indices=indices)
+    k = backend_of(dy=dy, indices=indices)
     n, c, length = _check_pool_backward(dy, indices, x_shape, 1)
     dy4 = k.contiguous(dy).reshape(n, c, 1, dy.shape[2])
     idx4 = k.contiguous(indices).reshape(n, c, 1, dy.shape[2])
@@ -336,7 +332,7 @@ def _check_linear(x, w, b=None):
 
 def linear(x, w, b=None):
     """Dense layer: x (N, D), w (O, D), b (O,) or None -> x @ w.T + b (N, O)."""
-    k = _backend_of(x=x, w=w, b=b)
+    k = backend_of(x=x, w=w, b=b)
     _check_linear(x, w, b)
     if b is None:
         b = k.zeros(w.shape[0], x.dtype)
@@ -345,7 +341,7 @@ def linear(x, w, b=None):
 
 def linear_backward(dy, x, w):
     """Gradients of linear: dy (N, O) -> (dx (N, D), dw (O, D), db (O,))."""
-    k = _backend_of(dy=dy, x=x, w=w)
+    k = backend_of(dy=dy, x=x, w=w)
     _check_linear(x, w)
     _check_float("dy", dy, shape=(x.shape[0], w.shape[0]))
     _same_dtype(dy=dy, x=x)
@@ -354,7 +350,7 @@ def linear_backward(dy, x, w):
 
 def activation(x, name):
     """Element-wise activation: identity, tanh, sigmoid or relu, any shape."""
-    k = _backend_of(x=x)
+    k = backend_of(x=x)
     code = _activation_code(name)
     _check_float("x", x)
     return k.activations.activation_forward(k.contiguous(x), code)
@@ -362,7 +358,7 @@ def activation(x, name):
 
 def activation_backward(dy, y, name):
     """Gradient of an activation given its OUTPUT y: dx = dy * phi'(from y)."""
-    k = _backend_of(dy=dy, y=y)
+    k = backend_of(dy=dy, y=y)
     code = _activation_code(name)
     _check_float("y", y)
     _check_float("dy", dy, shape=y.shape)
@@ -372,7 +368,7 @@ def activation_backward(dy, y, name):
 
 def softmax(x):
     """Row-wise softmax of x (N, K), max-subtracted."""
-    k = _backend_of(x=x)
+    k = backend_of(x=x)
     _check_float("x", x, 2)
     return k.activations.softmax_forward(k.contiguous(x))
 
@@ -383,7 +379,7 @@ def softmax_cross_entropy(logits, targets):
     Returns (loss, dlogits): loss = mean over N of -log softmax(logits)[target]
     (log-sum-exp, stable for huge logits) as a Python float, and its gradient.
     """
-    k = _backend_of(logits=logits, targets=targets)
+    k = backend_of(logits=logits, targets=targets)
     _check_float("logits", logits, 2)
     if not np.issubdtype(np.dtype(targets.dtype), np.integer):
         raise TypeError(f"targets must be an integer array of class indices, got {targets.dtype}")
@@ -431,7 +427,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b, activation="tanh"):
     """Vanilla RNN over a whole sequence: h_t = g(W_hh h_{t-1} + W_ih x_t + b).
 
     x (T, N, D), h0 (N, H), w_ih (H, D), w_hh (H, H), b (H,); g is tanh, sigmoid,
-    relu or identity. Returns (hs (T, N, H), cache) for rnn_backward.
+    relu or identity. Returns (hs (T, N, H), cache), cache a numbanets.caches.RNNCache
+    for rnn_backward.
 
     x may also be an integer numpy array (T, N) of ids in 0..D-1, standing for
     their one-hot vectors, as in lstm_forward (CPU only; rnn_backward then
@@ -443,13 +440,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b, activation="tanh"):
         ids = _check_ids_sequence(x, h0, w_ih, w_hh, b, 1)
         h0, w_ih, w_hh, b = (k.contiguous(a) for a in (h0, w_ih, w_hh, b))
         hs = k.rnn.rnn_forward_projected(k.embedding.one_hot_projection(ids, w_ih), h0, w_hh, b, code)
-        return hs, ("rnn_ids", ids, h0, w_ih, w_hh, hs, code)
-    k = _backend_of(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
+        return hs, RNNCache(INPUTS_IDS, ids, h0, w_ih, w_hh, hs, code)
+    k = backend_of(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     _check_sequence(x, h0, w_ih, w_hh, b, 1)
     _same_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     x, h0, w_ih, w_hh, b = (k.contiguous(a) for a in (x, h0, w_ih, w_hh, b))
     hs = k.rnn.rnn_forward(x, h0, w_ih, w_hh, b, code)
-    return hs, ("rnn", x, h0, w_ih, w_hh, hs, code)
+    return hs, RNNCache(INPUTS_DENSE, x, h0, w_ih, w_hh, hs, code)
 
 
 def rnn_backward(dhs, cache):
@@ -457,28 +454,28 @@ def rnn_backward(dhs, cache):
 
     Returns (dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)).
     """
-    if isinstance(cache, tuple) and cache and cache[0] == "rnn_ids":
-        _, ids, h0, w_ih, w_hh, hs, code = cache
-        k = _backend_of(dhs=dhs, h0=h0)
-        _check_float("dhs", dhs, shape=hs.shape)
-        _same_dtype(dhs=dhs, h0=h0)
-        da, dh0 = k.rnn.rnn_backward_preactivations(k.contiguous(dhs), w_hh, hs, code)
-        dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, ids, w_ih.shape[1], h0, hs)
-        return None, dh0, dw_ih, dw_hh, db
-    if not (isinstance(cache, tuple) and cache and cache[0] == "rnn"):
+    if not isinstance(cache, RNNCache):
         raise TypeError("cache must be the second value returned by rnn_forward")
-    _, x, h0, w_ih, w_hh, hs, code = cache
-    k = _backend_of(dhs=dhs, x=x)
-    _check_float("dhs", dhs, shape=hs.shape)
-    _same_dtype(dhs=dhs, x=x)
-    return k.rnn.rnn_backward(k.contiguous(dhs), x, h0, w_ih, w_hh, hs, code)
+    c = cache
+    if c.inputs == INPUTS_IDS:
+        k = backend_of(dhs=dhs, h0=c.h0)
+        _check_float("dhs", dhs, shape=c.hs.shape)
+        _same_dtype(dhs=dhs, h0=c.h0)
+        da, dh0 = k.rnn.rnn_backward_preactivations(k.contiguous(dhs), c.w_hh, c.hs, c.activation)
+        dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, c.x, c.w_ih.shape[1], c.h0, c.hs)
+        return None, dh0, dw_ih, dw_hh, db
+    k = backend_of(dhs=dhs, x=c.x)
+    _check_float("dhs", dhs, shape=c.hs.shape)
+    _same_dtype(dhs=dhs, x=c.x)
+    return k.rnn.rnn_backward(k.contiguous(dhs), c.x, c.h0, c.w_ih, c.w_hh, c.hs, c.activation)
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     """LSTM over a whole sequence, gates i, f, g, o (torch.nn.LSTM's order and layout).
 
     x (T, N, D), h0, c0 (N, H), w_ih (4H, D), w_hh (4H, H), b (4H,) (torch's
-    bias_ih + bias_hh). Returns (hs (T, N, H), (h_T, c_T), cache).
+    bias_ih + bias_hh). Returns (hs (T, N, H), (h_T, c_T), cache), cache a
+    numbanets.caches.LSTMCache for lstm_backward.
 
     x may also be an integer numpy array (T, N) of ids in 0..D-1, standing for
     their one-hot vectors (a character LM's input): the input projection is then
@@ -487,13 +484,13 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     """
     if _is_ids(x):
         return _lstm_forward_ids(x, h0, c0, w_ih, w_hh, b)
-    k = _backend_of(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
+    k = backend_of(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
     _check_sequence(x, h0, w_ih, w_hh, b, 4)
     _check_float("c0", c0, shape=h0.shape)
     _same_dtype(x=x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b=b)
     x, h0, c0, w_ih, w_hh, b = (k.contiguous(a) for a in (x, h0, c0, w_ih, w_hh, b))
     hs, cs, gates = k.lstm.lstm_forward(x, h0, c0, w_ih, w_hh, b)
-    return hs, (hs[-1], cs[-1]), ("lstm", x, h0, c0, w_ih, w_hh, hs, cs, gates)
+    return hs, (hs[-1], cs[-1]), LSTMCache(INPUTS_DENSE, x, h0, c0, w_ih, w_hh, hs, cs, gates)
 
 
 def lstm_backward(dhs, cache, dc_T=None):
@@ -502,19 +499,21 @@ def lstm_backward(dhs, cache, dc_T=None):
     dhs (T, N, H) = dL/dh_t for every t; dc_T (N, H) an extra gradient into the
     last cell state. Returns (dx, dh0, dc0, dw_ih, dw_hh, db).
     """
-    if isinstance(cache, tuple) and cache and cache[0] == "lstm_ids":
-        return _lstm_backward_ids(dhs, cache, dc_T)
-    if not (isinstance(cache, tuple) and cache and cache[0] == "lstm"):
+    if not isinstance(cache, LSTMCache):
         raise TypeError("cache must be the third value returned by lstm_forward")
-    _, x, h0, c0, w_ih, w_hh, hs, cs, gates = cache
-    k = _backend_of(dhs=dhs, x=x, dc_T=dc_T)
-    _check_float("dhs", dhs, shape=hs.shape)
+    if cache.inputs == INPUTS_IDS:
+        return _lstm_backward_ids(dhs, cache, dc_T)
+    c = cache
+    k = backend_of(dhs=dhs, x=c.x, dc_T=dc_T)
+    _check_float("dhs", dhs, shape=c.hs.shape)
     if dc_T is None:
-        dc_T = k.zeros(h0.shape, x.dtype)
+        dc_T = k.zeros(c.h0.shape, c.x.dtype)
     else:
-        _check_float("dc_T", dc_T, shape=h0.shape)
-    _same_dtype(dhs=dhs, dc_T=dc_T, x=x)
-    return k.lstm.lstm_backward(k.contiguous(dhs), k.contiguous(dc_T), x, h0, c0, w_ih, w_hh, hs, cs, gates)
+        _check_float("dc_T", dc_T, shape=c.h0.shape)
+    _same_dtype(dhs=dhs, dc_T=dc_T, x=c.x)
+    return k.lstm.lstm_backward(
+        k.contiguous(dhs), k.contiguous(dc_T), c.x, c.h0, c.c0, c.w_ih, c.w_hh, c.hs, c.cs, c.gates
+    )
 
 
 def _is_ids(x) -> bool:
@@ -522,8 +521,8 @@ def _is_ids(x) -> bool:
     return isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer)
 
 
-def _ids_backend(**arrays) -> _Backend:
-    k = _backend_of(**arrays)
+def _ids_backend(**arrays) -> Backend:
+    k = backend_of(**arrays)
     if k.name != "cpu":
         raise TypeError("integer ids as recurrent input run on the CPU only; pass one-hot vectors (T, N, D) on the GPU")
     return k
@@ -550,20 +549,22 @@ def _lstm_forward_ids(ids, h0, c0, w_ih, w_hh, b):
     h0, c0, w_ih, w_hh, b = (k.contiguous(a) for a in (h0, c0, w_ih, w_hh, b))
     gates = k.embedding.one_hot_projection(ids, w_ih)
     hs, cs, gates = k.lstm.lstm_forward_gates(gates, h0, c0, w_hh, b)
-    return hs, (hs[-1], cs[-1]), ("lstm_ids", ids, h0, c0, w_ih, w_hh, hs, cs, gates)
+    return hs, (hs[-1], cs[-1]), LSTMCache(INPUTS_IDS, ids, h0, c0, w_ih, w_hh, hs, cs, gates)
 
 
-def _lstm_backward_ids(dhs, cache, dc_T):
-    _, ids, h0, c0, w_ih, w_hh, hs, cs, gates = cache
-    k = _backend_of(dhs=dhs, h0=h0, dc_T=dc_T)
-    _check_float("dhs", dhs, shape=hs.shape)
+def _lstm_backward_ids(dhs, cache: LSTMCache, dc_T):
+    c = cache  # c.x holds the ids (T, N)
+    k = backend_of(dhs=dhs, h0=c.h0, dc_T=dc_T)
+    _check_float("dhs", dhs, shape=c.hs.shape)
     if dc_T is None:
-        dc_T = k.zeros(h0.shape, h0.dtype)
+        dc_T = k.zeros(c.h0.shape, c.h0.dtype)
     else:
-        _check_float("dc_T", dc_T, shape=h0.shape)
-    _same_dtype(dhs=dhs, dc_T=dc_T, h0=h0)
-    da, dh0, dc0 = k.lstm.lstm_backward_gates(k.contiguous(dhs), k.contiguous(dc_T), h0, c0, w_hh, hs, cs, gates)
-    dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, ids, w_ih.shape[1], h0, hs)
+        _check_float("dc_T", dc_T, shape=c.h0.shape)
+    _same_dtype(dhs=dhs, dc_T=dc_T, h0=c.h0)
+    da, dh0, dc0 = k.lstm.lstm_backward_gates(
+        k.contiguous(dhs), k.contiguous(dc_T), c.h0, c.c0, c.w_hh, c.hs, c.cs, c.gates
+    )
+    dw_ih, dw_hh, db = k.embedding.one_hot_param_grads(da, c.x, c.w_ih.shape[1], c.h0, c.hs)
     return None, dh0, dc0, dw_ih, dw_hh, db
 
 
@@ -581,7 +582,7 @@ def clip_grad_norm(grads, max_norm):
         raise ValueError(f"max_norm must be a number > 0, got {max_norm!r}")
     if not arrays:
         return 0.0
-    k = _backend_of(**{f"grads[{i}]": a for i, a in enumerate(arrays)})
+    k = backend_of(**{f"grads[{i}]": a for i, a in enumerate(arrays)})
     for i, a in enumerate(arrays):
         _check_float(f"grads[{i}]", a)
         if not _is_c_contiguous(a):

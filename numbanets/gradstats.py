@@ -224,7 +224,7 @@ def _run(cell: Cell, x, h0, c0):
     """Forward through the kernels: (hs, cs, gates, cache)."""
     if cell.kind == "lstm":
         hs, _, cache = F.lstm_forward(x, h0, c0, cell.w_ih, cell.w_hh, cell.b)
-        return hs, cache[7], cache[8], cache
+        return hs, cache.cs, cache.gates, cache
     hs, cache = F.rnn_forward(x, h0, cell.w_ih, cell.w_hh, cell.b, cell.activation)
     return hs, None, None, cache
 

@@ -40,7 +40,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "OPTIMIZERS", "make
 
 def update_kernels(p, g):
     """The optim kernel module of the backend p and g live on (TypeError when they differ)."""
-    return functional._backend_of(param=p, grad=g).optim
+    return functional.backend_of(param=p, grad=g).optim
 
 
 def _number(value, name, low=0.0, high=None, low_open=False):

@@ -30,7 +30,7 @@ def device_of(a) -> str:
     """"cpu" for a numpy array, "cuda" for a numba CUDA device array (also the simulator's)."""
     if isinstance(a, np.ndarray):
         return "cpu"
-    if is_device_array(a) or hasattr(a, "copy_to_host"):  # the CUDA simulator's arrays lack the interface
+    if is_device_array(a):
         return "cuda"
     raise TypeError(f"expected a numpy array or a numba CUDA device array, got {type(a).__name__}")
 

@@ -1,7 +1,7 @@
 """Element-wise activations and the row-wise softmax (CPU, `numba.njit`).
 
-The activation codes below are the single source of truth: every kernel
-family (rnn, lstm, the CUDA kernels) imports them from here.
+The activation codes come from `numbanets.kernels.codes` (the one table,
+shared with the op API and the CUDA kernels).
 
 Derivatives are taken from the OUTPUT y of the activation:
 identity 1, tanh 1 - y^2, sigmoid y (1 - y), relu (y > 0).
@@ -16,12 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-IDENTITY = 0
-TANH = 1
-SIGMOID = 2
-RELU = 3
-
-ACTIVATION_CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
+from numbanets.kernels.codes import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
 
 __all__ = [
     "IDENTITY", "TANH", "SIGMOID", "RELU", "ACTIVATION_CODES",

@@ -18,14 +18,16 @@
     row_blocks(n_rows, width)                   (njit) blocks of independent rows to run side by side on numba's
                                                 threads: 1 below PARALLEL_MIN_ELEMENTS (n_rows * width) or without
                                                 SHARES_NUMBA_THREADS, else min(threads, n_rows)
+    leading_dimension(x)                        (njit) the row stride of a 2-D array in elements (CBLAS's ld);
+                                                refuses rows that are not contiguous
 
 Which BLAS: MKL (libmkl_rt, installed by the `mkl` extra on x86-64) when it
 loads, else the OpenBLAS that SciPy ships (the BLAS numba's own np.dot calls).
 NUMBANETS_BLAS=openblas or =mkl forces one. The reason is speed on the shapes
 these kernels run: the per-time-step products of an RNN/LSTM ((N, H) @ (H, 4H)
 with N = 50) and the per-sample im2col products of a convolution are small or
-skinny, and there MKL's sgemm is 1.4-2.3x OpenBLAS's on the 2-core machine of
-BENCHMARKS.md (`python scripts/gemm_shapes.py`).
+skinny, and on such shapes MKL's sgemm is clearly faster than OpenBLAS's
+(`python scripts/gemm_shapes.py` measures both, shape by shape).
 
 How: the chosen library's cblas_sgemm / cblas_dgemm are registered with LLVM
 under the fixed names numbanets_cblas_sgemm / numbanets_cblas_dgemm when this
@@ -38,14 +40,15 @@ Kernels that run BLAS calls on numba threads (`prange`) ask parallel_threads()
 how many to use: with MKL on GNU OpenMP and numba on its omp threading layer,
 both take their threads from one pool (MKL runs single-threaded inside the
 parallel region); with OpenBLAS (its own pthreads, which spin after a call)
-the two pools fight over the cores and a per-time-step prange ran 60x slower
-(416 against 7 ms for an LSTM layer's forward loop, H 128), so the answer is
-1. It is asked at run time from a function registered like the gemm symbols
+the two pools would fight over the cores, which makes a per-time-step prange
+many times slower, so the answer is 1. It is asked at run time from a function registered like the gemm symbols
 (numba.get_num_threads() in compiled code would make the kernels uncacheable),
 so the cache stays valid for either library and any thread count. Inside the
 parallel region each thread sets its MKL count to 1 (set_local_threads) and
 restores it after: a calling thread whose count was set explicitly (threadpoolctl,
-`nbnets bench --threads`) would otherwise start nested MKL threads (2.5x slower).
+`nbnets bench --threads`) would otherwise start nested MKL threads, which is slower.
+
+The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
            "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads",
-           "row_blocks", "PARALLEL_MIN_ELEMENTS"]
+           "row_blocks", "PARALLEL_MIN_ELEMENTS", "leading_dimension"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
@@ -285,7 +288,7 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
 
 
 @njit(cache=True)
-def _leading_dimension(x):
+def leading_dimension(x):
     # distance in elements between rows of a 2-D array whose rows are contiguous
     rows, cols = x.shape
     item = x.itemsize
@@ -303,6 +306,7 @@ def _leading_dimension(x):
 
 @njit(cache=True)
 def _gemm(a, trans_a, b, trans_b, out, beta):
+    # out (m, n) = op(a) (m, k) @ op(b) (k, n) + beta * out, beta 0.0 or 1.0
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     m_a = a.shape[1] if trans_a else a.shape[0]
@@ -318,8 +322,8 @@ def _gemm(a, trans_a, b, trans_b, out, beta):
         if beta == 0:
             out[:, :] = 0
         return
-    ldc = _leading_dimension(out)  # also checks that out's rows are contiguous
-    _cblas_gemm(trans_a, trans_b, m, n, k, a, _leading_dimension(a), b, _leading_dimension(b), beta, out, ldc)
+    ldc = leading_dimension(out)  # also checks that out's rows are contiguous
+    _cblas_gemm(trans_a, trans_b, m, n, k, a, leading_dimension(a), b, leading_dimension(b), beta, out, ldc)
 
 
 @njit(cache=True)

@@ -11,28 +11,31 @@ Method, per sample n and group g (all matrices C-contiguous, no transposed copie
 
     cols        = im2col(x[n])                       (C/g*KH*KW, OH*OW)
     y[n, g]     = w_g @ cols_g + b                   w_g (F/g, C/g*KH*KW); GEMM written straight into y[n]
-    dw_g.T     += cols_g @ dy[n, g].T                (this orientation is ~1.4x faster in OpenBLAS; beta = 1)
+    dw_g.T     += cols_g @ dy[n, g].T                (beta = 1; faster in the BLAS than dy_g @ cols_g.T)
     dcols_g     = w_g.T @ dy[n, g]                   (C/g*KH*KW, OH*OW), written over cols_g (one buffer)
     dx[n]      += col2im(dcols)                      (+= over overlapping taps)
     db          = sum of dy over n, i, j             (float64 accumulation)
 
 One sample's column buffer stays in cache, and y[n] / dy[n] already are the
-(F, OH*OW) matrices the GEMMs need. Small outputs put S = COLUMNS_PER_GEMM //
-(OH*OW) samples' columns side by side (COLUMNS_PER_GEMM = 256, so from
-OH*OW <= 128), cols (C/g*KH*KW, S*OH*OW), and one GEMM covers S samples; y / dy are then
-copied out of / into that (F, S*OH*OW) layout. Measured same process,
-alternating, 2 threads: 5-25 % faster for 8x8 and 4x4 outputs (the digits
-CNN's), no better at 16x16, and slower with wider GEMMs (512-1024 columns).
-The forward pass with one sample per GEMM and stride 1 along the rows builds
-only the columns of the kernel, B (C/g*KW, (OH + KH - 1)*OW): the rows of tap
-row u are B shifted by u output rows, a strided view, so y[n, g] = sum over u
-of wu[u, g] @ B_g[:, u*OW : u*OW + OH*OW] (KH GEMMs with beta = 1, weights
-regrouped per kernel row) and im2col moves KH times less data. Used from
-ROW_SHIFT_MIN_K = 32 GEMM rows (C/g*KW) up: 8-9 % faster on the bench's 3x3
-layer (32 channels) and on 16 channels, 13 % slower with 3 channels and 5x5
-(K = 15 per GEMM); in the backward pass the same trick (dcols accumulated
-into overlapping views) measured no faster, so the backward keeps the full
-im2col. For stride 1 with OW == W (every "same" convolution) im2col / col2im move a
+(F, OH*OW) matrices the GEMMs need.
+
+Small outputs (OH*OW at most COLUMNS_PER_GEMM / 2) put S = COLUMNS_PER_GEMM //
+(OH*OW) samples' columns side by side, cols (C/g*KH*KW, S*OH*OW), so that one
+GEMM covers S samples; y / dy are then copied out of / into that (F, S*OH*OW)
+layout. A product over a few dozen columns is too small for the BLAS to run
+at speed; much wider ones fall out of cache again, hence the cap.
+
+Forward with one sample per GEMM and stride 1 along the rows: im2col builds
+only the columns of one kernel row, B (C/g*KW, (OH + KH - 1)*OW). The rows of
+tap row u are B shifted by u output rows, a strided view, so y[n, g] = sum over
+u of wu[u, g] @ B_g[:, u*OW : u*OW + OH*OW] (KH GEMMs with beta = 1, weights
+regrouped per kernel row), and im2col moves KH times less data. It pays only
+when each of the KH GEMMs is deep enough, so it runs from ROW_SHIFT_MIN_K GEMM
+rows (C/g*KW) up; with few channels the KH thin GEMMs cost more than the
+copying they save. The backward keeps the full im2col: the same trick there
+(dcols accumulated into overlapping views) gained nothing.
+
+For stride 1 with OW == W (every "same" convolution) im2col / col2im move a
 tap's whole plane as one contiguous run and then fix the few taps that wrap
 around a row edge. Inner loops index with uint64 so that numba drops its
 negative-index test and LLVM vectorises them.
@@ -46,18 +49,19 @@ small, so each block runs its BLAS calls on one thread. Where the blocks run:
 - MKL on GNU OpenMP (blas.pool_threads() > 1): a `prange` over the blocks on
   numba's own OpenMP pool, each block setting MKL's count for its thread to 1
   (blas.set_local_threads) and restoring it. Pooling, activations and the
-  recurrent kernels use the same pool, so no thread spins against another:
-  the digits CNN's training step took 4.96 ms against 7.7 ms with the Python
-  threads below (same process, alternating), whose worker competed with the
-  OpenMP workers still spinning after the previous parallel region; on the
-  bench's single convolutions the two are within 5 %.
+  recurrent kernels use the same pool, so no thread spins against another; a
+  Python worker thread would compete with OpenMP workers still spinning after
+  the previous parallel region, which slows a whole training step of small
+  layers.
 - Otherwise, with a BLAS whose threads can be set (OpenBLAS): block 0 on the
   calling thread, the others on a small Python thread pool (the GIL is
   released inside), with the BLAS set to ONE thread while they run and
   restored afterwards: BLAS threads inside worker threads (nested parallelism)
-  spin against each other and were up to 50x slower on a 2-core machine.
+  spin against each other and run many times slower.
 - With one thread or one sample, or a BLAS without thread control, the samples
   run in a plain loop and the BLAS keeps its own threads.
+
+The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
 
 import threading

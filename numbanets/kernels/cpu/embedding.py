@@ -18,13 +18,12 @@ import numpy as np
 from numba import njit
 
 from numbanets.kernels.cpu.blas import gemm, gemm_acc
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
 
 __all__ = ["one_hot_projection", "one_hot_param_grads"]
 
-_JIT = dict(cache=True, error_model="numpy")
 
-
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def one_hot_projection(ids, w_ih):
     # ids (T, N) int64 in 0..D-1  w_ih (G, D)  -> out (T, N, G) = onehot(ids) @ w_ih.T, a row gather
     T, N = ids.shape
@@ -40,7 +39,7 @@ def one_hot_projection(ids, w_ih):
     return out
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def one_hot_param_grads(da, ids, d, h0, hs):
     # da (T, N, G) pre-activation gradients  ids (T, N) int64 in 0..d-1  h0 (N, H)  hs (T, N, H)
     #   -> dw_ih (G, d) = da^T onehot (scatter-add), dw_hh (G, H), db (G,)

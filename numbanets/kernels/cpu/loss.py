@@ -6,9 +6,9 @@
 The log-sum-exp subtracts each row's maximum first, so logits of 1e4 (or
 -1e4) give a finite loss. The exponentials are float64 and vmath's
 exp_nonpositive (2 ulp), written to a row buffer so that the loop vectorises;
-the sum over the row is a separate plain loop (a float reduction inside the exp
-loop would keep it scalar, and libm's exp is a scalar call: with both, this
-kernel took 2.3 ms instead of 0.9 ms on the char-rnn step's 2500 x 65 logits).
+the sum over the row is a separate plain loop: a float reduction inside the
+exp loop would keep it scalar, and so would libm's exp, a scalar call
+(BENCHMARKS.md, "Measurements behind the CPU kernels' design").
 """
 
 import math
@@ -16,12 +16,13 @@ import math
 import numpy as np
 from numba import njit
 
-from numbanets.kernels.cpu.vmath import _JIT, exp_nonpositive
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
+from numbanets.kernels.cpu.vmath import exp_nonpositive
 
 __all__ = ["softmax_cross_entropy"]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def softmax_cross_entropy(logits, targets):
     # logits (N, K)  targets int64 (N,) in 0..K-1  -> (loss float, dlogits (N, K))
     n_rows, k_cols = logits.shape

@@ -11,9 +11,9 @@ written straight into the gates array; the time loop runs inside compiled
 code with one GEMM per step (h_{t-1} @ w_hh.T into a preallocated buffer) and
 one fused pass that finishes all four gates in place (after their
 nonlinearity), and writes c_t and h_t. With MKL, w_hh.T is packed once per
-loop (`packed_gemm`: 1.17-1.30x faster forward loops at H 128 and 512); the
-backward packs w_hh the same way where that pays (1.07-1.54x;
-`scripts/packed_ab.py`).
+loop (`packed_gemm`), so the T per-step products do not each repack the same
+weights; the backward packs w_hh the same way where that pays
+(`packed_gemm.worth_packing`).
 
 Backward: the loop walks t = T-1 .. 0 with the running dh (from da_{t+1} @ w_hh,
 one GEMM per step) and dc, and stores the pre-activation gradients
@@ -28,35 +28,37 @@ least blas.PARALLEL_MIN_ELEMENTS hidden units (N * H) the rows are split into on
 block per numba thread and each thread runs the whole time loop (forward or
 BPTT) for its block: its own per-step GEMMs (MKL runs single-threaded inside
 the parallel region) and its rows' element-wise passes, with no
-synchronisation between steps. Per layer at H 128 that took 34-38 % off the
-forward and backward loops against one thread doing the passes, and 13-15 %
-against a parallel region per step (per-step GEMM on two BLAS threads, then
-the rows split); BENCHMARKS.md has the runs. It needs the BLAS's threads to be
-numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`, asked once per
-call, at run time, so one on-disk cache serves both BLAS and any thread
-count); with OpenBLAS, whose threads spin after every call, one block runs
-with the BLAS's own threads. A row's numbers do not depend on the blocks
+synchronisation between steps. That beats both one thread doing the passes
+and a parallel region per step (per-step GEMM on the BLAS's threads, then the
+rows split), which pays a fork and a join every step. It needs the BLAS's
+threads to be numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`,
+asked once per call, at run time, so one on-disk cache serves both BLAS and
+any thread count); with OpenBLAS, whose threads spin after every call, one
+block runs with the BLAS's own threads. A row's numbers do not depend on the blocks
 beyond rounding: a per-step GEMM over fewer rows may take another MKL kernel.
+
+The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
 
 import numpy as np
 from numba import njit, prange
 
 from numbanets.kernels.cpu.blas import gemm, row_blocks, set_local_threads
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
 from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
 from numbanets.kernels.cpu.rnn import sequence_param_grads
-from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
+from numbanets.kernels.cpu.vmath import one_like, sigmoid, tanh
 
 __all__ = ["lstm_forward", "lstm_backward", "lstm_forward_gates", "lstm_backward_gates"]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _lstm_step(g, r, b, c_prev, c, h):
     # one batch row: g (4H,) holds x_t @ w_ih.T, r (4H,) = h_{t-1} @ w_hh.T, b (4H,), c_prev (H,)
     #   -> g = gates after their nonlinearity (in place), c, h (H,)
     # LLVM vectorises this loop (8 float32 lanes) as written: over 1-D rows, with the
     # gate offsets written inline. The same loop over 2-D indices, or with the offsets
-    # held in locals (jf = j + H), stays scalar and runs 6x slower (numba 0.68).
+    # held in locals (jf = j + H), stays scalar (numba 0.68).
     H = c.shape[0]
     for j in range(H):
         i = sigmoid(g[j] + r[j] + b[j])
@@ -72,7 +74,7 @@ def _lstm_step(g, r, b, c_prev, c, h):
         h[j] = o * tanh(cj)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _forward_rows(gates, h0, c0, w_hh, b, hs, cs, lo, hi, pack):
     # the time loop for batch rows lo..hi-1 (gates, hs, cs written in place on those rows);
     # w_hh.T packed once for the loop when `pack`
@@ -90,7 +92,7 @@ def _forward_rows(gates, h0, c0, w_hh, b, hs, cs, lo, hi, pack):
                 _lstm_step(gates[t, n], rec[n - lo], b, cs[t - 1, n], cs[t, n], hs[t, n])
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks, pack):
     # _forward_rows for `blocks` contiguous blocks of the batch rows, one per thread
     N = gates.shape[1]
@@ -100,7 +102,7 @@ def _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks, pack):
         set_local_threads(previous)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     # x (T, N, D)  h0, c0 (N, H)  w_ih (4H, D)  w_hh (4H, H)  b (4H,)
     #   -> hs (T, N, H), cs (T, N, H), gates (T, N, 4H) after their nonlinearity (i, f, g, o)
@@ -112,7 +114,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     return lstm_forward_gates(gates, h0, c0, w_hh, b)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def lstm_forward_gates(gates, h0, c0, w_hh, b):
     # gates (T, N, 4H) holding the input projections x_t @ w_ih.T (finished in place)
     # h0, c0 (N, H)  w_hh (4H, H)  b (4H,)
@@ -131,14 +133,14 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     return hs, cs, gates
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _lstm_grad_step(da, dh_out, dh_rec, dc, g, c, c_prev):
     # one batch row: da (4H,) out; dh_out = dL/dh_t from outside, dh_rec = da_{t+1} @ w_hh (H,);
     # dc (H,) = dL/dc_t from step t+1 on entry, dL/dc_{t-1} on exit (in place);
     # g (4H,) gates after their nonlinearity; c, c_prev (H,)
     # (offsets inline, as in _lstm_step, so that LLVM vectorises the loop)
     H = c.shape[0]
-    one = _one(c)
+    one = one_like(c)
     for j in range(H):
         i = g[j]
         f = g[j + H]
@@ -154,7 +156,7 @@ def _lstm_grad_step(da, dh_out, dh_rec, dc, g, c, c_prev):
         dc[j] = dcj * f
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi, pack):
     # the BPTT loop for batch rows lo..hi-1: da written, dh_next and dc carried in place on those rows;
     # w_hh packed once for the loop when `pack`
@@ -170,7 +172,7 @@ def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi, pack):
         gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks, pack):
     # _backward_rows for `blocks` contiguous blocks of the batch rows, one per thread
     N = gates.shape[1]
@@ -180,7 +182,7 @@ def _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks, pack
         set_local_threads(previous)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def lstm_backward(dhs, dc_T, x, h0, c0, w_ih, w_hh, hs, cs, gates):
     # dhs (T, N, H)  dc_T (N, H)  x (T, N, D)  h0, c0 (N, H)  w_ih (4H, D)  w_hh (4H, H)
     # hs, cs (T, N, H)  gates (T, N, 4H)
@@ -190,7 +192,7 @@ def lstm_backward(dhs, dc_T, x, h0, c0, w_ih, w_hh, hs, cs, gates):
     return dx, dh0, dc0, dw_ih, dw_hh, db
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     # dhs (T, N, H)  dc_T (N, H)  h0, c0 (N, H)  w_hh (4H, H)  hs, cs (T, N, H)  gates (T, N, 4H)
     #   -> da (T, N, 4H) pre-activation gradients, dh0 (N, H), dc0 (N, H)

@@ -20,10 +20,12 @@ import math
 import numpy as np
 from numba import njit
 
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
+
 __all__ = ["sgd_update_", "adagrad_update_", "rmsprop_update_", "adam_update_"]
 
 
-@njit(cache=True, error_model="numpy")  # no zero-division branch: the loop vectorises
+@njit(**JIT_OPTIONS)  # no zero-division branch: the loop vectorises
 def sgd_update_(p, g, v, lr, momentum, weight_decay):
     # p, g, v (any shape, same size) -> None; updates p and v in place
     pf = p.reshape(p.size)
@@ -37,7 +39,7 @@ def sgd_update_(p, g, v, lr, momentum, weight_decay):
         pf[i] = pi - lr * vi
 
 
-@njit(cache=True, error_model="numpy")  # no zero-division branch: the loop vectorises
+@njit(**JIT_OPTIONS)  # no zero-division branch: the loop vectorises
 def adagrad_update_(p, g, s, lr, eps, weight_decay):
     # p, g, s (any shape, same size) -> None; updates p and s in place
     pf = p.reshape(p.size)
@@ -51,7 +53,7 @@ def adagrad_update_(p, g, s, lr, eps, weight_decay):
         pf[i] = pi - lr * gi / (math.sqrt(si) + eps)
 
 
-@njit(cache=True, error_model="numpy")  # no zero-division branch: the loop vectorises
+@njit(**JIT_OPTIONS)  # no zero-division branch: the loop vectorises
 def rmsprop_update_(p, g, s, lr, alpha, eps, weight_decay):
     # p, g, s (any shape, same size) -> None; updates p and s in place
     pf = p.reshape(p.size)
@@ -65,7 +67,7 @@ def rmsprop_update_(p, g, s, lr, alpha, eps, weight_decay):
         pf[i] = pi - lr * gi / (math.sqrt(si) + eps)
 
 
-@njit(cache=True, error_model="numpy")  # no zero-division branch: the loop vectorises
+@njit(**JIT_OPTIONS)  # no zero-division branch: the loop vectorises
 def adam_update_(p, g, m, v, lr, beta1, beta2, eps, step, weight_decay):
     # p, g, m, v (any shape, same size), step >= 1 -> None; updates p, m and v in place
     pf = p.reshape(p.size)

@@ -11,10 +11,9 @@
 An RNN or LSTM step multiplies its (N, H) state by the same weights T times:
 h_{t-1} @ w_hh.T forward, da_t @ w_hh backward. A plain gemm call repacks the
 weights into the BLAS's internal layout on every call; MKL's packed API
-(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence: the
-LSTM's forward time loops ran 1.17-1.30x faster at H 128 and 512, the RNN's
-1.13-1.47x, the backward loops 1.07-1.54x where packing pays
-(`scripts/packed_ab.py`, BENCHMARKS.md reason 1). OpenBLAS, or an MKL without
+(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence, which
+makes the time loops faster where worth_packing says so (`scripts/packed_ab.py`
+times both paths; BENCHMARKS.md has its runs). OpenBLAS, or an MKL without
 the API, has none: there packing() is False and gemm_packed is the plain gemm.
 
 MKL chooses its threading from both operands' sizes when it packs, so a packed
@@ -40,7 +39,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from numbanets.kernels.cpu import blas
-from numbanets.kernels.cpu.blas import _leading_dimension, gemm
+from numbanets.kernels.cpu.blas import gemm, leading_dimension
 
 __all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "PACKING_STATE"]
 
@@ -191,7 +190,7 @@ def pack_b(b, trans_b, m, on):
     k, n = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
     size = _pack_bytes(b, m, n, k)
     packed = np.empty(size // b.itemsize + 1, dtype=b.dtype)
-    _pack(trans_b, m, n, k, b, _leading_dimension(b), packed)
+    _pack(trans_b, m, n, k, b, leading_dimension(b), packed)
     return packed
 
 
@@ -205,4 +204,4 @@ def gemm_packed(a, b, trans_b, packed, out):
     k = b.shape[1] if trans_b else b.shape[0]
     if a.shape[0] != m or a.shape[1] != k:
         raise ValueError("gemm_packed: shapes do not match: a (m, k) @ op(b) (k, n) -> out (m, n)")
-    _compute(m, n, k, a, _leading_dimension(a), packed, out, _leading_dimension(out))
+    _compute(m, n, k, a, leading_dimension(a), packed, out, leading_dimension(out))

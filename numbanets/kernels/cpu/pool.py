@@ -13,9 +13,10 @@ Backward routes every dy to its recorded position, dx[n, c].flat[idx] += dy,
 accumulating where overlapping windows (stride < kernel) picked the same input.
 Both passes are parallel over the (n, c) planes: every plane is owned by one
 thread, so the += has no races. The classic 2x2 / stride 2 / no padding
-forward has its own plane loop (four fixed taps, no window bounds; the same
-comparisons in the same order): 3.7-7x faster than the general loop on the
-bench's 64x32x32x32 and the digits CNN's 64x32x8x8 and 64x64x4x4 inputs.
+forward has its own plane loop (four fixed taps, no window bounds and no
+per-tap bounds tests; the same comparisons in the same order), several times
+faster than the general loop (BENCHMARKS.md, "Measurements behind the CPU
+kernels' design").
 """
 
 import numpy as np

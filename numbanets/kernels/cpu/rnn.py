@@ -12,7 +12,7 @@ da_t = (dhs_t + da_{t+1} @ w_hh) * act'(h_t) (one GEMM per step); after the
 loop the weight and input gradients are whole-sequence GEMMs over all T*N rows:
 dw_ih = da^T x, dw_hh = da^T h_prev, dx = da w_ih, db = sum of da.
 
-Arithmetic stays in the input dtype (float32 or float64); `_one` gives the
+Arithmetic stays in the input dtype (float32 or float64); `one_like` gives the
 constant 1 in that dtype so float32 kernels do not widen to float64. sigmoid and
 tanh are vmath's vectorisable versions (no libm calls).
 
@@ -20,17 +20,19 @@ Threads: as the LSTM (lstm.py), the batch rows are independent sequences; from
 blas.PARALLEL_MIN_ELEMENTS (N * H) on, with MKL, they run in one block per
 numba thread, each block through the whole time loop with single-threaded
 per-step GEMMs (`blas.row_blocks`). With MKL the per-step products use w_hh
-packed once per loop (`packed_gemm`, from 2 rows; the backward from 16 rows and
-65536 weights), as in the LSTM.
+packed once per loop where `packed_gemm.worth_packing` says it pays (the
+forward from PACK_MIN_ROWS rows; the backward from PACK_MIN_ROWS_NO_TRANS rows
+and PACK_MIN_WEIGHTS_NO_TRANS weights), as in the LSTM.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
+from numbanets.kernels.codes import IDENTITY, RELU, SIGMOID, TANH
 from numbanets.kernels.cpu.blas import gemm, gemm_acc, row_blocks, set_local_threads
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
 from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
-from numbanets.kernels.cpu.vmath import _JIT, _one, sigmoid, tanh
+from numbanets.kernels.cpu.vmath import one_like, sigmoid, tanh
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations"]
 
@@ -39,13 +41,13 @@ _ = IDENTITY  # the fall-through branch of every activation switch
 
 # --------------------------------------------------------------------------- RNN
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _rnn_step(ht, rec, b, act):
     # ht (N, H) holds x_t @ w_ih.T; rec (N, H) = h_{t-1} @ w_hh.T; b (H,)
     #   -> ht = act(ht + rec + b), in place
     # (loops over 1-D rows: LLVM vectorises them; the same loops over 2-D indices it does not)
     n_rows, hidden = ht.shape
-    zero = _one(ht) - _one(ht)
+    zero = one_like(ht) - one_like(ht)
     for n in range(n_rows):
         h = ht[n]
         r = rec[n]
@@ -64,7 +66,7 @@ def _rnn_step(ht, rec, b, act):
                 h[j] = h[j] + r[j] + b[j]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def rnn_forward(x, h0, w_ih, w_hh, b, act):
     # x (T, N, D)  h0 (N, H)  w_ih (H, D)  w_hh (H, H)  b (H,)  act code  -> hs (T, N, H)
     T, N, D = x.shape
@@ -75,7 +77,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, act):
     return rnn_forward_projected(hs, h0, w_hh, b, act)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def rnn_forward_projected(hs, h0, w_hh, b, act):
     # hs (T, N, H) holding the input projections x_t @ w_ih.T (finished in place)
     # h0 (N, H)  w_hh (H, H)  b (H,)  act code  -> hs (T, N, H)
@@ -90,7 +92,7 @@ def rnn_forward_projected(hs, h0, w_hh, b, act):
     return hs
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _forward_rows(hs, h0, w_hh, b, act, lo, hi, pack):
     # the time loop for batch rows lo..hi-1 of hs (finished in place); w_hh.T packed once when `pack`
     T, N, H = hs.shape
@@ -104,7 +106,7 @@ def _forward_rows(hs, h0, w_hh, b, act, lo, hi, pack):
         _rnn_step(hs[t, lo:hi], rec, b, act)
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _forward_row_blocks(hs, h0, w_hh, b, act, blocks, pack):
     # _forward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
     N = hs.shape[1]
@@ -114,11 +116,11 @@ def _forward_row_blocks(hs, h0, w_hh, b, act, blocks, pack):
         set_local_threads(previous)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _rnn_grad_step(da_t, dh_t, dh_next, y, act):
     # dh_t, dh_next, y = h_t (N, H) -> da_t (N, H) = (dh_t + dh_next) * act'(from y)
     n_rows, hidden = y.shape
-    one = _one(y)
+    one = one_like(y)
     zero = one - one
     for n in range(n_rows):
         da = da_t[n]
@@ -139,7 +141,7 @@ def _rnn_grad_step(da_t, dh_t, dh_next, y, act):
                 da[j] = d1[j] + d2[j]
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def sequence_param_grads(da, x, h0, hs, w_ih):
     # da (T, N, G) pre-activation gradients  x (T, N, D)  h0 (N, H)  hs (T, N, H)  w_ih (G, D)
     #   -> dx (T, N, D), dw_ih (G, D), dw_hh (G, H), db (G,)   as whole-sequence GEMMs
@@ -165,7 +167,7 @@ def sequence_param_grads(da, x, h0, hs, w_ih):
     return dx, dw_ih, dw_hh, db
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def rnn_backward(dhs, x, h0, w_ih, w_hh, hs, act):
     # dhs (T, N, H)  x (T, N, D)  h0 (N, H)  w_ih (H, D)  w_hh (H, H)  hs (T, N, H)  act code
     #   -> dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)
@@ -174,7 +176,7 @@ def rnn_backward(dhs, x, h0, w_ih, w_hh, hs, act):
     return dx, dh0, dw_ih, dw_hh, db
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def rnn_backward_preactivations(dhs, w_hh, hs, act):
     # dhs (T, N, H)  w_hh (H, H)  hs (T, N, H)  act code
     #   -> da (T, N, H) pre-activation gradients, dh0 (N, H)
@@ -191,7 +193,7 @@ def rnn_backward_preactivations(dhs, w_hh, hs, act):
     return da, dh_next
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi, pack):
     # the BPTT loop for batch rows lo..hi-1: da written, dh_next carried in place on those rows;
     # w_hh packed once when `pack`
@@ -201,7 +203,7 @@ def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi, pack):
         gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **JIT_OPTIONS)
 def _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks, pack):
     # _backward_rows for `blocks` contiguous blocks of the batch rows, one per thread, MKL single-threaded
     N = hs.shape[1]

@@ -2,7 +2,7 @@
 
     sigmoid(x), tanh(x)        scalar float32/float64 -> same type, max 1.5 ulp (float32) / 2.1 ulp (float64)
     exp_nonpositive(y)         e^y for y <= 0 (NaN propagates), same accuracy: softmax after max subtraction
-    _one(a), _cast_like(x, v)  typed constants, so float32 loops do not widen to float64
+    one_like(a), cast_like(x, v)  typed constants, so float32 loops do not widen to float64
 
 libm's tanhf/expf/exp are scalar calls that LLVM cannot vectorise without
 SVML; a loop that calls them runs one element at a time. The functions here are
@@ -19,21 +19,20 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_nonpositive"]
+from numbanets.kernels.cpu.jit import JIT_OPTIONS
 
-# error_model="numpy": a float division by zero gives inf/nan instead of a Python
-# ZeroDivisionError check, whose branch would keep LLVM from vectorising the loops.
-_JIT = dict(cache=True, error_model="numpy")
+__all__ = ["sigmoid", "tanh", "exp_nonpositive", "one_like", "cast_like"]
+
 
 
 # --------------------------------------------------------------------------- typed constants
 
-def _one(a):
+def one_like(a):
     """1 in a's dtype (an array or a scalar); used inside @njit code only."""
-    raise NotImplementedError("_one is only callable from numba-compiled code")
+    raise NotImplementedError("one_like is only callable from numba-compiled code")
 
 
-@overload(_one)
+@overload(one_like)
 def _one_impl(a):
     dt = getattr(a, "dtype", a)
 
@@ -43,12 +42,12 @@ def _one_impl(a):
     return impl
 
 
-def _cast_like(x, v):
+def cast_like(x, v):
     """The Python float v as x's float type (x a scalar); used inside @njit code only."""
-    raise NotImplementedError("_cast_like is only callable from numba-compiled code")
+    raise NotImplementedError("cast_like is only callable from numba-compiled code")
 
 
-@overload(_cast_like)
+@overload(cast_like)
 def _cast_like_impl(x, v):
     dt = x
 
@@ -60,8 +59,8 @@ def _cast_like_impl(x, v):
 
 # --------------------------------------------------------------------------- vectorisable sigmoid, tanh
 #
-# libm's tanhf/expf are scalar calls (tanhf ~30 ns here) that LLVM cannot
-# vectorise without SVML, and they dominated the LSTM step. sigmoid and tanh
+# libm's tanhf/expf are scalar calls that LLVM cannot vectorise without SVML,
+# and they dominated the LSTM step's element-wise pass. sigmoid and tanh
 # below are built from one exp/expm1 written with plain arithmetic (Cody-Waite
 # range reduction by ln 2, Taylor polynomial of expm1 on |r| <= ln2/2, scaling
 # by 2^n through the float's exponent bits), which LLVM vectorises. Measured
@@ -157,10 +156,10 @@ def _exp_floor_impl(x):
     return impl
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def sigmoid(x):
     # scalar x (float32/float64) -> 1 / (1 + e^-x) in x's type, from e = e^-|x| (never overflows)
-    one = _one(x)
+    one = one_like(x)
     y = -abs(x)
     lim = _exp_floor(x)
     if y < lim:
@@ -168,18 +167,18 @@ def sigmoid(x):
     nf, p = _expm1_reduced(y)
     # 2^n = 2^(n+64) * 2^-64: 2^(n+64) is a normal float for every n >= lim / ln2, and a
     # denormal e^-|x| is rounded once, by the exact-power-of-two last product
-    e = ((one + p) * _pow2(nf + _cast_like(x, 64.0))) * _cast_like(x, 2.0 ** -64)
+    e = ((one + p) * _pow2(nf + cast_like(x, 64.0))) * cast_like(x, 2.0 ** -64)
     s = one / (one + e)
     return s if x >= 0 else e * s
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def tanh(x):
     # scalar x (float32/float64) -> tanh(x) in x's type, = -m / (2 + m) with m = expm1(-2|x|)
-    one = _one(x)
+    one = one_like(x)
     two = one + one
     a = abs(x)
-    lim = _cast_like(x, 20.0)  # tanh(20) rounds to 1 in float64 already
+    lim = cast_like(x, 20.0)  # tanh(20) rounds to 1 in float64 already
     if a > lim:
         a = lim
     nf, p = _expm1_reduced(-two * a)
@@ -189,7 +188,7 @@ def tanh(x):
     return t if x >= 0 else -t
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def exp_nonpositive(y):
     # scalar y <= 0 (float32/float64) -> e^y in y's type; a denormal result is rounded once
     # (the form of sigmoid's e^-|x|; y > 0 is not handled: callers subtract a maximum first)
@@ -198,5 +197,5 @@ def exp_nonpositive(y):
     if z < lim:
         z = lim
     nf, p = _expm1_reduced(z)
-    e = ((_one(y) + p) * _pow2(nf + _cast_like(y, 64.0))) * _cast_like(y, 2.0 ** -64)
+    e = ((one_like(y) + p) * _pow2(nf + cast_like(y, 64.0))) * cast_like(y, 2.0 ** -64)
     return e if y == y else y

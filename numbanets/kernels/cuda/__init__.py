@@ -2,7 +2,8 @@
 signatures as `numbanets.kernels.cpu`; they take and return numba CUDA device arrays.
 
 This module holds the array helpers `numbanets.functional` needs besides the
-kernels (zeros, contiguous, reshape: all on the device, no host round trip)
+kernels (zeros, contiguous, reshape: all on the device, no host round trip;
+is_device_array is `numbanets.device.is_device_array`, re-exported)
 and the launch-configuration helpers every kernel module uses:
 
     grid_1d(n)         (blocks, threads) for a 1-D grid-stride loop over n items
@@ -26,6 +27,7 @@ import math
 import numpy as np
 from numba import config, cuda
 
+from numbanets.device import is_device_array  # noqa: F401  (the one predicate, re-exported)
 from numbanets.kernels.cuda.registry import register
 
 NAME = "cuda"
@@ -61,6 +63,7 @@ def grid_2d(rows: int, cols: int, tile: int) -> tuple[tuple[int, int], tuple[int
 
 @register("block_sum", "float64(float64[::1], float64)", device=True)
 def block_sum(buf, v):
+    # buf float64 (blockDim.x,) shared, v this thread's value -> the block's sum, in every thread
     tid = cuda.threadIdx.x
     buf[tid] = v
     cuda.syncthreads()
@@ -77,6 +80,7 @@ def block_sum(buf, v):
 
 @register("block_max", "float64(float64[::1], float64)", device=True)
 def block_max(buf, v):
+    # buf float64 (blockDim.x,) shared, v this thread's value -> the block's maximum, in every thread
     tid = cuda.threadIdx.x
     buf[tid] = v
     cuda.syncthreads()
@@ -95,6 +99,7 @@ def block_max(buf, v):
 
 @register("block_min", "float64(float64[::1], float64)", device=True)
 def block_min(buf, v):
+    # buf float64 (blockDim.x,) shared, v this thread's value -> the block's minimum, in every thread
     tid = cuda.threadIdx.x
     buf[tid] = v
     cuda.syncthreads()
@@ -182,16 +187,6 @@ _COPY_KERNELS = {1: _copy_strided_1d, 2: _copy_strided_2d, 3: _copy_strided_3d, 
 
 
 # --------------------------------------------------------------------------- array helpers
-
-def is_device_array(a) -> bool:
-    """True for a numba CUDA device array (also the simulator's, which lacks __cuda_array_interface__)."""
-    if isinstance(a, np.ndarray):
-        return False
-    is_cuda_array = getattr(cuda, "is_cuda_array", None)  # absent under the simulator
-    if is_cuda_array is None:
-        return bool(getattr(a, "__cuda_ndarray__", False))
-    return hasattr(a, "__cuda_array_interface__") and is_cuda_array(a)
-
 
 def _shape(shape) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):

@@ -1,7 +1,7 @@
 """Element-wise activations and the row-wise softmax on the GPU (`numba.cuda.jit`).
 
-Same functions and results as numbanets.kernels.cpu.activations (whose codes
-IDENTITY, TANH, SIGMOID, RELU are imported from there). Element-wise kernels run
+Same functions and results as numbanets.kernels.cpu.activations, with the same
+codes IDENTITY, TANH, SIGMOID, RELU (numbanets.kernels.codes). Element-wise kernels run
 a 1-D grid-stride loop over the raveled arrays and compute in float64; the
 softmax runs one block of ROW_THREADS threads per row (block-wide max, then the
 sum of exponentials, both in float64).
@@ -15,7 +15,7 @@ import numba
 
 from numba import cuda
 
-from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH  # noqa: F401  (the single source)
+from numbanets.kernels.codes import IDENTITY, RELU, SIGMOID, TANH  # noqa: F401  (the one table)
 from numbanets.kernels.cuda import ROW_THREADS, block_max, block_sum, empty, flat, grid_1d
 from numbanets.kernels.cuda.registry import register
 

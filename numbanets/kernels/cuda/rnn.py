@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from numbanets.kernels.cpu.activations import IDENTITY, RELU, SIGMOID, TANH
+from numbanets.kernels.codes import IDENTITY, RELU, SIGMOID, TANH
 from numbanets.kernels.cuda import SIMULATOR, empty, grid_1d, zeros
 from numbanets.kernels.cuda.gemm import gemm
 from numbanets.kernels.cuda.registry import register
