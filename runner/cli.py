@@ -372,7 +372,7 @@ def bench(**options):
     it with the rows measured so far written (exit code 130).
     """
     from runner.bench import command as bench_command  # start-up time
-    from runner.bench.measure import PeerMismatch
+    from runner.bench.measure import PeerMismatch  # start-up time
 
     try:
         result = bench_command.run(options, echo=click.echo)

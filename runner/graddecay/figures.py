@@ -34,8 +34,8 @@ def _log_mean(frame, column):
 def _figure(plt, steps: pd.DataFrame, o: Options):
     """Left: the unrolled network of every cell, nodes shaded by their sensitivity to x_1
     (Graves 2012, fig. 4.1); right: log10 grad_norm against k = T - t."""
-    from matplotlib import cm, colormaps
-    from matplotlib.colors import Normalize
+    from matplotlib import cm, colormaps  # optional dependency: only reached once pyplot() found matplotlib
+    from matplotlib.colors import Normalize  # optional dependency, as above
 
     T, cells = o.steps, list(o.cells)
     phases = list(dict.fromkeys(steps["phase"]))
