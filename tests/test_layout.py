@@ -101,3 +101,9 @@ def test_old_option_spellings_still_work(tmp_path):
     assert result.exit_code == 0, result.output
     config = next(tmp_path.glob("grad-decay/*/config.json")).read_text()
     assert '"batch": 2' in config
+
+
+def test_errors_name_the_option_as_help_shows_it():
+    result = CliRunner().invoke(main, ["grad-decay", "--batch", "0"])
+    assert result.exit_code == 2
+    assert "'--batch-size'" in result.output and "'--batch'" not in result.output

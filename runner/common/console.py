@@ -62,13 +62,20 @@ class AliasedOption(click.Option):
         super().__init__(*args, **kwargs)
         self.hidden_aliases = tuple(hidden_aliases)
 
-    def get_help_record(self, ctx):
+    def _shown(self, method, ctx):
         every = self.opts
         self.opts = [name for name in every if name not in self.hidden_aliases]
         try:
-            return super().get_help_record(ctx)
+            return method(ctx)
         finally:
             self.opts = every
+
+    def get_help_record(self, ctx):
+        return self._shown(super().get_help_record, ctx)
+
+    def get_error_hint(self, ctx):
+        """Errors name the option as --help shows it, not its hidden old spelling."""
+        return self._shown(super().get_error_hint, ctx)
 
 
 def manual(command: str) -> str:
