@@ -14,7 +14,7 @@ machine load. Prints the validation losses of both (every --eval-every steps
 and at the end) and the training speed of each in characters per second,
 measured over the training steps alone (forward, backward, clipping, update).
 glibc malloc's thresholds are fixed first, as `nbnets bench` fixes them
-(--allocator default leaves them moving; see runner.bench.measure.fix_allocator).
+(--allocator default leaves them moving; see runner.common.allocator.fix_allocator).
 
 torch is an optional peer: this script needs it, numbanets does not.
 """
@@ -144,7 +144,7 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from runner.bench.measure import fix_allocator
+    from runner.common.allocator import fix_allocator
     from runner.common.threads import Threads
 
     print(fix_allocator() if args.allocator == "fixed" else "allocator: glibc's defaults (moving thresholds)")

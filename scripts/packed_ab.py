@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.bench.measure import fix_allocator  # noqa: E402
+from runner.common.allocator import fix_allocator  # noqa: E402
 
 CASES = ["lstm-128", "lstm-512", "rnn-128", "rnn-512", "rnn-mini", "charlm-char-rnn", "charlm-large"]
 

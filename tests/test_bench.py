@@ -32,7 +32,8 @@ from runner.bench import cases as bench_cases
 from runner.bench import command as bench
 from runner.bench import measure as bench_measure
 from runner.bench import peers as bench_peers
-from runner.cli import _BENCH_CASES, main
+from runner.cli import main
+from runner.cli.tools import _BENCH_CASES
 
 CASES = bench_cases.build_cases(tiny=True)
 IDS = [f"{c.name}:{c.shape.replace(' ', '_')}" for c in CASES]
@@ -285,7 +286,7 @@ def test_threads_limits_the_blas_behind_numbas_dot_in_a_fresh_process():
 _HEAP_OR_MAP = (
     "import sys\n"
     "import numpy as np\n"
-    "from runner.bench.measure import fix_allocator\n"
+    "from runner.common.allocator import fix_allocator\n"
     "if sys.argv[1] == 'fixed':\n"
     "    print(fix_allocator())\n"
     "a = np.empty(20 << 20, np.uint8)\n"

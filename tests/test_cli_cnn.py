@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from runner import cli
+from runner.cli import training as cli
 from runner.cnn import options as cnn
 from runner.cli import main
 

@@ -5,7 +5,9 @@
     is_numeric(column)       a column of numbers only (right-aligned; sortable)
 
 The CSV form is ONE table whose first column `section` names the kind (see
-runner/analyse.py), so pandas reads every section back in one call.
+runner/analyse/summary.py), so pandas reads every section back in one call; a
+section whose display is compact (sweep: "mean ± ci95") gives its numeric
+table (Section.csv) there instead.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def render_markdown(frame: pd.DataFrame) -> str:
 
 def render(sections, fmt: str) -> str:
     if fmt == "csv":
-        frames = [s.display.assign(section=s.kind) for s in sections]
+        frames = [(s.display if s.csv is None else s.csv).assign(section=s.kind) for s in sections]
         frame = pd.concat(frames, ignore_index=True, sort=False)
         frame = frame[["section"] + [c for c in frame.columns if c != "section"]]
         return frame.to_csv(index=False)

@@ -5,6 +5,9 @@
     grad-decay.png         ||dL/dh_t|| / ||dL/dh_T|| against t per cell (log y), one panel per run
     grad-decay_rates.png   effective rate and lambda1 * gamma against rho(W_hh), when rho varies
     bench_speedup.png      speedup of numbanets over torch and numpy per case (log y), runs side by side
+    sweep_M_vs_X.png       a sweep's mean of metric M against grid key X, one line per value of the hue
+                           key (and per sweep), error bars the 95 % interval; a panel per value of the
+                           other grid keys
 
 Each file is drawn into memory and written atomically (temporary name, rename).
 """
@@ -15,6 +18,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from runner.common import plots as common_plots
 from runner.common.plots import PLOT_HINT, save_png
@@ -42,6 +46,15 @@ def write_all(sections, out_dir: Path, note=print) -> list[Path]:
     }
     written = []
     for section in sections:
+        if section.kind == "sweep":
+            metric, x, _ = section.figure
+            name = f"sweep_{metric}_vs_{x}.png"
+            if out_dir / name in written:  # two experiments, the same metric and key
+                name = f"sweep_{section.runs[0].experiment}_{metric}_vs_{x}.png"
+            fig = _sweep(plt, section, note)
+            if fig is not None:
+                written.append(save_png(plt, fig, out_dir / name))
+            continue
         for name, draw in drawers[section.kind]:
             fig = draw(plt, section, note)
             if fig is not None:
@@ -213,3 +226,77 @@ def _missing(value) -> bool:
         return value is None or math.isnan(float(value))
     except (TypeError, ValueError):
         return True
+
+
+def _numbers(values) -> np.ndarray | None:
+    """The values as floats when every one parses as a number (else None: a categorical axis)."""
+    try:
+        return np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sweep(plt, section, note):
+    metric, x, hue = section.figure
+    experiment = section.runs[0].experiment
+    if metric is None or x is None:
+        note(f"sweep {experiment}: no figure (it needs a grid key and a metric; the sweep has "
+             f"{'no grid' if x is None else 'no done run'})")
+        return None
+    table = section.table
+    sweeps = list(dict.fromkeys(table["sweep"])) if "sweep" in table else [None]
+    others = [k for k in table.columns[:list(table.columns).index("runs")] if k not in ("sweep", x, hue)]
+    others = [k for k in others if table[k].nunique(dropna=False) > 1]
+    text = table.astype(str)  # compared as text: NaN (a key a sweep left unknown) equals NaN
+    panels = list(dict.fromkeys(text[others].itertuples(index=False, name=None))) if others else [()]
+    hues = list(dict.fromkeys(text[hue])) if hue else [None]
+    xs = list(dict.fromkeys(table[x].dropna()))
+    numeric = _numbers(xs)
+    position = dict(zip(xs, numeric if numeric is not None else range(len(xs))))
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(7.0, 5.2 * ncols), 3.9 * nrows + 0.8), squeeze=False)
+    lines = len(hues) * len(sweeps)
+    styles = ["-", "--", ":", "-."]
+    for ax, panel in zip(axes.flat, panels):
+        part = table[(text[others] == pd.Series(panel, index=others)).all(axis=1)] if others else table
+        for i, (sweep, value) in enumerate((s, v) for s in sweeps for v in hues):
+            mask = pd.Series(True, index=part.index)
+            if sweep is not None:
+                mask &= part["sweep"] == sweep
+            if hue:
+                mask &= text.loc[part.index, hue] == value
+            rows = part[mask & np.isfinite(part[f"{metric}_mean"].to_numpy(dtype=float))].dropna(subset=[x])
+            if rows.empty:
+                continue
+            where = np.array([position[v] for v in rows[x]], dtype=float)
+            if numeric is None and lines > 1:  # categories: the lines side by side, not on top of each other
+                where = where + (i - (lines - 1) / 2) * 0.3 / lines
+            order = np.argsort(where, kind="stable")
+            label = ", ".join(([f"{hue}={value}"] if hue else []) + ([str(sweep)] if sweep is not None else []))
+            ax.errorbar(where[order], rows[f"{metric}_mean"].to_numpy(dtype=float)[order],
+                        yerr=np.nan_to_num(rows[f"{metric}_ci95"].to_numpy(dtype=float)[order]),
+                        color=f"C{hues.index(value) % 10}", ls=styles[sweeps.index(sweep) % 4], marker="o", ms=4,
+                        capsize=3, label=label or None)
+        if numeric is None:
+            ax.set_xticks(range(len(xs)), [str(v) for v in xs], fontsize=8)
+        else:
+            if numeric.min() > 0 and numeric.max() / numeric.min() >= 50:
+                ax.set_xscale("log")
+            ticks = dict(zip(numeric, map(str, xs)))  # the grid's values, spelled as in sweep.json
+            if len(ticks) <= 8:
+                ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
+                ax.minorticks_off()
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{metric} (mean)")
+        if others:
+            ax.set_title(", ".join(f"{k}={v}" for k, v in zip(others, panel)), fontsize=9)
+        ax.grid(alpha=0.3)
+        if lines > 1 and ax.get_legend_handles_labels()[0]:
+            _legend(ax, lines)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"sweep {experiment}: {metric} against {x}" + (f", one line per {hue}" if hue else "") +
+                 "\nmean over the seeds; error bars: 95 % interval (Student t)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -3,11 +3,17 @@
 A run folder holds config.json and one or more of the tables below; a CSV
 outside a run folder is read alone. What kind of run a table comes from is
 decided by its columns (TABLES), not by its file name.
+
+A sweep folder (`nbnets sweep`) holds sweep.json (its "command" is "sweep")
+and sweep.csv, one row per run with the run's headline numbers; it is read as
+ONE Sweep, and its runs/ are not walked (give SWEEP/runs or one of its run
+folders to read those as runs).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +113,76 @@ def load_csv(path: Path) -> Run:
     return Run(kind, home, None, {name: frame})
 
 
+@dataclass
+class Sweep:
+    path: Path                              # the sweep folder
+    settings: dict                          # sweep.json
+    table: pd.DataFrame                     # sweep.csv, grid columns as the text written
+    label: str = ""                         # unique among the sweeps: the folder name
+    defaults: dict = field(default_factory=dict)  # option -> value in its first run's config.json
+
+    def value(self, key: str):
+        """A key this sweep does not vary: its fixed value, else what its runs used (NaN when unknown)."""
+        fixed = self.settings.get("fixed") or {}
+        if key in fixed:
+            return fixed[key]
+        value = self.defaults.get(key.replace("-", "_"), math.nan)
+        return ",".join(map(str, value)) if isinstance(value, list) else math.nan if value is None else value
+
+    @property
+    def experiment(self) -> str:
+        return str(self.settings.get("experiment", "?"))
+
+    @property
+    def grid(self) -> dict:
+        return self.settings["grid"]
+
+
+SWEEP_FILE, SWEEP_TABLE = "sweep.json", "sweep.csv"
+SWEEP_COLUMNS = ["run", "status"]
+
+
+def is_sweep_folder(folder: Path) -> bool:
+    return (folder / SWEEP_FILE).is_file()
+
+
+def load_sweep(folder: Path) -> Sweep:
+    """sweep.json and sweep.csv of a sweep folder; ValueError (one line) when either is not usable."""
+    path = folder / SWEEP_FILE
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {_one_line(exc)}") from None
+    if not isinstance(settings, dict) or settings.get("command") != "sweep":
+        raise ValueError(f"{path} is not from nbnets sweep (a JSON object with \"command\": \"sweep\")")
+    grid = settings.get("grid")
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise ValueError(f"{path} has no \"grid\" of option names and value lists")
+    table_path = folder / SWEEP_TABLE
+    if not table_path.is_file():
+        raise ValueError(f"{folder} is a sweep without its {SWEEP_TABLE} (no run finished yet?)")
+    try:  # the grid values as written (1e-3 stays "1e-3"), the numbers as numbers
+        table = pd.read_csv(table_path, dtype={key: str for key in list(grid) + ["run", "status"]})
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {table_path} as a CSV table: {_one_line(exc)}") from None
+    missing = [c for c in SWEEP_COLUMNS + list(grid) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{table_path} lacks the columns {', '.join(missing)} of a sweep.csv")
+    return Sweep(folder, settings, table, defaults=_first_options(folder, table))
+
+
+def _first_options(folder: Path, table: pd.DataFrame) -> dict:
+    """The options in the config.json of the sweep's first run that has one ({} when none does)."""
+    for run in table["run"].dropna():
+        try:
+            config = read_config(folder / "runs" / str(run))
+        except ValueError:
+            continue
+        if config and isinstance(config.get("options"), dict):
+            return config["options"]
+    return {}
+
+
 def _is_run_folder(folder: Path) -> bool:
     return (folder / "config.json").is_file() or any((folder / n).is_file() for n in FILE_NAMES)
 
@@ -143,42 +219,72 @@ def load_folder(folder: Path, strict: bool, note) -> list[Run]:
 
 
 def _walk(root: Path):
+    """(folder, is a sweep) for every run or sweep folder under root; nothing below either is walked."""
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
-        if _is_run_folder(folder):
+        if is_sweep_folder(folder) or _is_run_folder(folder):
             dirnames[:] = []
-            yield folder
+            yield folder, is_sweep_folder(folder)
 
 
-def collect(paths, note=print) -> list[Run]:
-    """Every run under `paths`, each once (a run reached twice merges its tables), labelled."""
+def _sweep_or_skip(folder: Path, note) -> list[Sweep]:
+    try:
+        return [load_sweep(folder)]
+    except ValueError as exc:
+        note(f"skipped: {exc}")
+        return []
+
+
+def _found(raw: str, note) -> tuple[list[Run], list[Sweep]]:
+    path = Path(raw)
+    if not path.exists():
+        raise ValueError(f"no such file or folder: {raw}")
+    if path.is_file() and path.name in (SWEEP_FILE, SWEEP_TABLE) and is_sweep_folder(path.parent):
+        return [], [load_sweep(path.parent)]
+    if path.is_file():
+        return (load_folder(path.parent, True, note) if path.name == "config.json" else [load_csv(path)]), []
+    if is_sweep_folder(path):
+        return [], [load_sweep(path)]
+    if _is_run_folder(path):
+        return load_folder(path, True, note), []
+    folders = list(_walk(path))
+    runs = [run for folder, sweep in folders if not sweep for run in load_folder(folder, False, note)]
+    sweeps = [one for folder, sweep in folders if sweep for one in _sweep_or_skip(folder, note)]
+    if not runs and not sweeps:
+        why = (f"{len(folders)} skipped, see above" if folders else
+               f"looked for folders with config.json, {SWEEP_FILE} or {', '.join(FILE_NAMES)}")
+        raise ValueError(f"no numbanets runs found in {raw} ({why})")
+    return runs, sweeps
+
+
+def _label(items) -> None:
+    names = [item.path.name for item in items]
+    for item in items:
+        item.label = item.path.name if names.count(item.path.name) == 1 else str(item.path)
+
+
+def collect_all(paths, note=print) -> tuple[list[Run], list[Sweep]]:
+    """Every run and every sweep under `paths`, each once (a run reached twice merges its tables), labelled."""
     runs: dict[tuple, Run] = {}
+    sweeps: dict[Path, Sweep] = {}
     for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise ValueError(f"no such file or folder: {raw}")
-        if path.is_file():
-            found = load_folder(path.parent, True, note) if path.name == "config.json" else [load_csv(path)]
-        elif _is_run_folder(path):
-            found = load_folder(path, True, note)
-        else:
-            folders = list(_walk(path))
-            found = [run for folder in folders for run in load_folder(folder, False, note)]
-            if not found:
-                why = (f"{len(folders)} skipped, see above" if folders else
-                       f"looked for folders with config.json or {', '.join(FILE_NAMES)}")
-                raise ValueError(f"no numbanets runs found in {raw} ({why})")
+        found, found_sweeps = _found(raw, note)
         for run in found:
             key = (run.kind, run.path.resolve())
             if key in runs:
                 runs[key].tables.update(run.tables)
             else:
                 runs[key] = run
+        for sweep in found_sweeps:
+            sweeps.setdefault(sweep.path.resolve(), sweep)
     out = list(runs.values())
     for kind in KINDS:
-        same = [r for r in out if r.kind == kind]
-        names = [r.path.name for r in same]
-        for r in same:
-            r.label = r.path.name if names.count(r.path.name) == 1 else str(r.path)
-    return out
+        _label([r for r in out if r.kind == kind])
+    _label(list(sweeps.values()))
+    return out, list(sweeps.values())
+
+
+def collect(paths, note=print) -> list[Run]:
+    """Every run under `paths` (sweep folders left out: see collect_all)."""
+    return collect_all(paths, note)[0]

@@ -8,6 +8,8 @@ columns. A run's kind is config.json's "command", else what its CSVs are:
     train-cnn     metrics.csv (CNN_COLUMNS)          one row per run
     grad-decay    summary.csv and/or grad_decay.csv  one row per run, seed, phase and cell
     bench         bench.csv (BENCH_COLUMNS)          one row per numbanets case; several runs side by side
+    sweep         a sweep folder's sweep.csv         one row per grid point, each metric's mean, std and
+                                                     95 % interval over the seeds (sweep.py)
 
 Every kind present becomes a Section, a pandas DataFrame with a title and a
 note, printed as aligned text, markdown or CSV. The CSV form is ONE table whose
@@ -34,7 +36,8 @@ import pandas as pd
 from numbanets.gradstats import decay_fit
 from runner.analyse import format as analyse_format
 from runner.analyse import plots as analyse_plots
-from runner.analyse.read import DECAY_METRICS, KINDS, collect
+from runner.analyse import sweep as analyse_sweep
+from runner.analyse.read import DECAY_METRICS, KINDS, collect_all
 
 FORMATS = ("table", "markdown", "csv")
 IGNORED_OPTIONS = {"out", "quiet", "plot"}  # options that do not change a run's numbers
@@ -51,6 +54,8 @@ class Section:
     hide_if_constant: tuple = ()            # identity columns left out of the display when constant
     grouped_by: str | None = None
     display: pd.DataFrame | None = None
+    csv: pd.DataFrame | None = None         # what --format csv writes when not the display (sweep)
+    figure: tuple | None = None             # sweep: (metric, x, hue) of its figure
 
 
 # --------------------------------------------------------------------------- summaries
@@ -254,15 +259,46 @@ def _group(sections, column: str) -> None:
         s.title += f", grouped by {column} (count: rows per group)"
 
 
+# --------------------------------------------------------------------------- sweeps
+
+FIGURE_FLAGS = ("--metric", "--x", "--hue")
+
+
+def sweep_sections(sweeps, metric=None, x=None, hue=None) -> list[Section]:
+    """One Section per experiment among the sweeps (see sweep.py), with its figure's (metric, x, hue)."""
+    sections = []
+    for experiment, same, table, display, metrics, keys in analyse_sweep.build(sweeps):
+        where = (str(same[0].path) if len(same) == 1 else
+                 f"{len(same)} sweeps side by side ({', '.join(s.label for s in same)})")
+        note = ("one row per grid point; runs: done runs n, failed: failed runs (errors in failures.csv); each "
+                "metric: mean ± ci95 over the n done runs with a value, ci95 = t(0.975, n-1) * std / sqrt(n), the "
+                "half-width of the 95 % interval (none for n < 2); --format csv: <metric>_mean, <metric>_std (ddof 1), <metric>_ci95")
+        section = Section("sweep", f"sweep {experiment}: {where}", note, table, metrics, same, display=display)
+        section.csv = table
+        section.figure = analyse_sweep.choose(experiment, metrics, keys, metric, x, hue)
+        sections.append(section)
+    return sections
+
+
 # --------------------------------------------------------------------------- the command
 
-def analyse(paths, fmt: str = "table", plot_dir=None, group_by: str | None = None, note=print):
-    """Read `paths`, return (the summary text in `fmt`, the figure files written to `plot_dir`)."""
+def analyse(paths, fmt: str = "table", plot_dir=None, group_by: str | None = None, note=print,
+            metric: str | None = None, x: str | None = None, hue: str | None = None):
+    """Read `paths`, return (the summary text in `fmt`, the figure files written to `plot_dir`).
+    metric, x, hue: the sweep figure's (sweep folders and plot_dir only)."""
     if fmt not in FORMATS or not paths:
         raise ValueError(f"give at least one PATH and a --format of {', '.join(FORMATS)}")
+    chosen = [flag for flag, value in zip(FIGURE_FLAGS, (metric, x, hue)) if value is not None]
+    if chosen and plot_dir is None:
+        raise ValueError(f"{', '.join(chosen)} choose{'s' if len(chosen) == 1 else ''} the sweep figure; "
+                         "give --plot DIR too")
     if plot_dir is not None:
         analyse_plots.pyplot()  # a missing matplotlib is an error before any work
-    runs = collect(paths, note=note)
-    sections = build_sections(runs, group_by=group_by)
+    runs, sweeps = collect_all(paths, note=note)
+    if chosen and not sweeps:
+        raise ValueError(f"{', '.join(chosen)}: for sweep folders (with sweep.json), and none was found")
+    if group_by and not runs:
+        raise ValueError(f"--group-by {group_by}: groups runs; a sweep's table is already one row per grid point")
+    sections = build_sections(runs, group_by=group_by) + sweep_sections(sweeps, metric, x, hue)
     written = analyse_plots.write_all(sections, Path(plot_dir), note=note) if plot_dir is not None else []
     return analyse_format.render(sections, fmt), written

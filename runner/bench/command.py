@@ -27,7 +27,7 @@ numba, torch and the BLAS (threadpoolctl) all use --threads threads
 (runner.common.threads.Threads).
 
 The allocator: before anything runs, glibc malloc's mmap threshold is fixed at
-32 MiB and its trim threshold at 512 MiB (measure.fix_allocator), so large
+32 MiB and its trim threshold at 512 MiB (runner.common.allocator), so large
 temporaries are reused instead of being mapped, page-faulted and returned on
 every call, for every implementation alike, and no case speeds up or slows
 down the cases after it through glibc's moving thresholds (with them, torch's
@@ -68,6 +68,7 @@ import pandas as pd
 from numbanets.device import resolve
 from runner.bench import cases, measure, torch_peer
 from runner.bench.case import Ctx
+from runner.common.allocator import fix_allocator
 from runner.common.runs import new_run_dir, write_config, write_csv, write_json
 from runner.common.system import kernel_blas_description
 from runner.common.threads import Threads
@@ -197,7 +198,7 @@ def run(opts: dict, echo=None) -> Result:
         raise ValueError(f"no case of --suite {o['suite']} matches --case {','.join(o['cases'])}")
     t_start = time.perf_counter()
     rows, agree, notes, interrupted = [], {}, [], False
-    allocator = (measure.fix_allocator() if o["allocator"] == "fixed"
+    allocator = (fix_allocator() if o["allocator"] == "fixed"
                  else "allocator: glibc's defaults (moving thresholds)")
     notes.append(allocator)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan

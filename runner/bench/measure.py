@@ -7,7 +7,7 @@ agreement(case)   one run of every implementation on the same inputs, outputs co
 time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off.
 row()             one bench.csv row from a list of timings: median, min, max, GFLOP/s, fraction of peak.
 sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
-fix_allocator()   glibc malloc's mmap and trim thresholds fixed for the run (see its docstring).
+fix_allocator()   (runner.common.allocator) glibc malloc's thresholds fixed for the run.
 peak_memory()     peak memory of training cases, one fresh process per implementation running
                   runner.bench.memory_child (see runner.bench.command).
 first_step_ms()   wall time from a new process to the end of its first training step.
@@ -19,7 +19,6 @@ only by the command and by the memory child.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import math
@@ -180,38 +179,6 @@ def sgemm(n: int, repeat: int, max_seconds: float, ctx) -> tuple[dict, float]:
     ceiling = flops / (min(times) * 1e-3) / 1e9
     shape = f"{n}x{n} @ {n}x{n} float32"
     return row(f"sgemm-{n}", shape, impl, ctx.device, None, times, flops, ceiling), ceiling
-
-
-# --------------------------------------------------------------------------- the allocator
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
-MMAP_THRESHOLD = 32 << 20   # glibc's largest: blocks up to 32 MiB come from the heap
-TRIM_THRESHOLD = 512 << 20  # free memory kept at the top of the heap before it is given back
-
-
-def fix_allocator() -> str:
-    """Fix glibc malloc's mmap threshold at 32 MiB and its trim threshold at 512 MiB for this process; returns
-    what was done, for the run's notes.
-
-    By default glibc serves blocks above 128 KiB with fresh mmap'ed pages (a page fault and zeroing per
-    4 KiB on first touch) and gives heap memory back above a trim threshold, and it raises both thresholds
-    when the program frees a large mmap'ed block: the first such free changes the speed of everything
-    after it. numpy's frees raise them, torch's large frees do not, so an implementation's time (torch's
-    most: every output tensor page-faulted in while the thresholds are low) depended on which cases had
-    run before it. With the thresholds fixed, every case and every implementation runs under the same
-    allocator, whatever ran first. The measurements are in BENCHMARKS.md (glibc malloc's moving
-    thresholds)."""
-    if not sys.platform.startswith("linux"):
-        return "allocator: not Linux, malloc left at its defaults"
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    except (OSError, AttributeError):
-        ok = False
-    if not ok:
-        return "allocator: glibc's mallopt not available, malloc left at its defaults"
-    return (f"allocator: glibc malloc's mmap threshold fixed at {MMAP_THRESHOLD >> 20} MiB and trim threshold at "
-            f"{TRIM_THRESHOLD >> 20} MiB for the whole run (--allocator default leaves glibc's moving thresholds)")
 
 
 # --------------------------------------------------------------------------- fresh processes

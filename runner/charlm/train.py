@@ -176,9 +176,12 @@ def _samples_upto(text: str, step: int) -> str:
     return "".join(keep)
 
 
-def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResult:
+def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpoint=None) -> RunResult:
     """Run `nbnets train-charlm` with `opts` (option name -> value); `given` names the
-    options the user set explicitly (they must not clash with a resumed run's)."""
+    options the user set explicitly (they must not clash with a resumed run's).
+    `on_checkpoint(run_dir)` is called after every checkpoint is written (`nbnets sweep` sends it
+    to its client, so a run whose worker dies resumes from there)."""
+    on_checkpoint = on_checkpoint or (lambda run_dir: None)
     echo = echo or (lambda s: print(s, flush=True))
     config = None
     if resume is not None:
@@ -235,10 +238,10 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResu
         echo(f"the run is already at step {start} >= --steps {target}: nothing to do")
         return RunResult(run_dir, interrupted=False, step=start)
     with Threads(o["threads"], clamp=True):
-        return _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
+        return _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo, on_checkpoint)
 
 
-def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo) -> RunResult:
+def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo, on_checkpoint) -> RunResult:
     start = trainer.step
     ent = trainer.data.unigram_entropy
 
@@ -299,6 +302,7 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo)
                     write_metrics(run_dir, rows, METRIC_COLUMNS)
                     checkpoint.save(run_dir, trainer, row["elapsed_s"])
                     last_ckpt = step
+                    on_checkpoint(run_dir)
                 if will_stop:
                     interrupted, timed_out = stop.requested, not stop.requested
                     break

@@ -193,9 +193,12 @@ def _describe(trainer: Trainer, label: str) -> str:
             f"{trainer.dtype.name} on {trainer.device}")
 
 
-def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResult:
+def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpoint=None) -> RunResult:
     """Run `nbnets train-cnn` with `opts` (option name -> value); `given` names the options
-    the user set explicitly (they must not clash with a resumed run's or an --init-from file's)."""
+    the user set explicitly (they must not clash with a resumed run's or an --init-from file's).
+    `on_checkpoint(run_dir)` is called after every checkpoint is written (`nbnets sweep` sends it
+    to its client, so a run whose worker dies resumes from there)."""
+    on_checkpoint = on_checkpoint or (lambda run_dir: None)
     t_command = time.perf_counter()
     echo = echo or (lambda s: print(s, flush=True))
     config = None
@@ -271,6 +274,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResu
                      "elapsed_s": time.perf_counter() - t_start})
         write_metrics(run_dir, rows, METRIC_COLUMNS)
         checkpoint.save(run_dir, trainer, rows[-1]["elapsed_s"])
+        on_checkpoint(run_dir)
     if trainer.epoch >= target and trainer.epoch > 0:
         echo(f"the run is already at epoch {trainer.epoch} >= --epochs {target}: nothing to train")
 
@@ -296,6 +300,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None) -> RunResu
             rows.append(row)
             write_metrics(run_dir, rows, METRIC_COLUMNS)
             checkpoint.save(run_dir, trainer, row["elapsed_s"])
+            on_checkpoint(run_dir)
             echo(f"epoch {trainer.epoch:>{width}}/{target}  train loss {row['train_loss']:.4f} acc "
                  f"{row['train_acc']:6.2%}  test loss {row['test_loss']:.4f} acc {row['test_acc']:6.2%}  "
                  f"{row['images_per_s']:,.0f} img/s  {row['elapsed_s']:.1f} s")

@@ -5,7 +5,7 @@ table and (matplotlib permitting) grad_decay.png, in results/grad-decay/<run>/.
 The numbers come from numbanets.gradstats; this module only draws the weights and
 inputs the options ask for, trains a char LM when --train-steps asks, and writes.
 
-Random draws (seed s = 0 .. K-1): the input batch, readout and targets come from
+Random draws (seed s = S .. S+K-1, --seed S and --seeds K): the input batch, readout and targets come from
 default_rng([s, 0]) and are shared by every cell; the RNN cells' weights come from
 default_rng([s, 1]), so rnn-tanh, rnn-sigmoid, rnn-relu and rnn-identity share
 W_hh, W_ih within a seed and differ only in their activation; the LSTM's weights
@@ -178,7 +178,7 @@ def collect(o: Options, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame
     if o.train_steps > 0:
         facts["training"] = TRAINING | {"steps": o.train_steps, "recorded_at": record_steps(o), "device": device}
     step_frames, summary_frames = [], []
-    for seed in range(o.seeds):
+    for seed in range(o.seed, o.seed + o.seeds):
         rng = np.random.default_rng([seed, 0])
         x, readout, targets = draw_inputs(o, d, rng, corpus)
         h0 = np.full((o.batch, o.hidden), float(o.h0))

@@ -97,7 +97,7 @@ def _figure(plt, steps: pd.DataFrame, o: Options):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title("gradient norm against steps back", fontsize=10)
-    seeds = f"geometric mean of {o.seeds} seeds" if o.seeds > 1 else "seed 0"
+    seeds = f"geometric mean of {o.seeds} seeds" + (f" from {o.seed}" if o.seed else "") if o.seeds > 1 else f"seed {o.seed}"
     phase_note = f", training step {phases[0]} on the left" if len(phases) > 1 else ""
     fig.suptitle(f"grad-decay: T = {T}, H = {o.hidden}, W_hh = {o.scale:g} x {o.init}, input {o.input}, "
                  f"{seeds}{phase_note}", fontsize=11)

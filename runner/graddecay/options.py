@@ -28,11 +28,21 @@ class Options:
     h0: float = 0.0
     input: str | None = None  # random, or corpus with --train-steps
     seeds: int = 1
+    seed: int = 0  # the first draw: seeds seed .. seed + seeds - 1
     train_steps: int = 0
     record_every: int | None = None
     device: str = "auto"
     out: str = "results"
     plot: bool = True
+
+
+# click parameter name -> Options field, where they differ (runner/cli.py's grad-decay options)
+PARAM_FIELDS = {"input_kind": "input"}
+
+
+def from_params(params: dict) -> Options:
+    """Options from the grad-decay command's parsed click parameters (the CLI and `nbnets sweep` both)."""
+    return Options(**{PARAM_FIELDS.get(name, name): value for name, value in params.items()})
 
 
 def _int_at_least(value, name, low):
@@ -49,6 +59,7 @@ def validate(o: Options) -> Options:
     _int_at_least(o.hidden, "--hidden", 1)
     _int_at_least(o.batch, "--batch", 1)
     _int_at_least(o.seeds, "--seeds", 1)
+    _int_at_least(o.seed, "--seed", 0)
     _int_at_least(o.train_steps, "--train-steps", 0)
     if o.input_size is not None:
         _int_at_least(o.input_size, "--input-size", 1)

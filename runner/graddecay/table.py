@@ -27,7 +27,7 @@ def render_table(steps: pd.DataFrame, summary: pd.DataFrame, o: Options) -> str:
     phases = list(dict.fromkeys(steps["phase"]))
     label = max(len(c) for c in o.cells) + (8 + len(str(max(phases))) if len(phases) > 1 else 0)
     label = max(label, 4)
-    seeds = f"mean of {o.seeds} seeds" if o.seeds > 1 else "seed 0"
+    seeds = f"mean of {o.seeds} seeds" + (f" from {o.seed}" if o.seed else "") if o.seeds > 1 else f"seed {o.seed}"
     lines = [f"log10 ||dL/dh_t|| / ||dL/dh_T||   (T = {T}, H = {o.hidden}, init {o.init} x {o.scale:g}, "
              f"input {o.input}, {seeds})"]
     head = f"{'cell':<{label}}" + "".join(f"{f't={t}':>8}" for t in ts)
