@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runner.cli import main  # noqa: E402
 from runner.common.system import versions  # noqa: E402
+from runner.common import cluster  # noqa: E402
 from runner.sweep import engine  # noqa: E402
 from runner.sweep.folder import SweepFolder  # noqa: E402
 from runner.sweep.grid import plan  # noqa: E402
@@ -101,7 +102,7 @@ def plain_processes(todo, workers):
 
 def swept(the_plan, todo, where, out, latency_runs=0):
     t0 = time.perf_counter()
-    client, cluster, facts = engine.start(where)
+    client, local, facts = cluster.start(where)
     t1 = time.perf_counter()
     folder = SweepFolder.create(out, list(the_plan.grid))
     order = [r.name for r in the_plan.runs]
@@ -132,7 +133,7 @@ def swept(the_plan, todo, where, out, latency_runs=0):
             latencies.append(time.perf_counter() - before - run_seconds[-1])
     finally:
         client.close()
-        cluster.close()
+        local.close()
     return {"cluster_start_s": t1 - t0, "wall_s": t3 - t2, "wall_with_start_s": (t1 - t0) + (t3 - t2),
             "sum_run_s": sum(run_seconds[:len(todo)]), "workers": facts["workers"],
             "latency_s": sorted(latencies)[len(latencies) // 2] if latencies else float("nan")}
@@ -155,7 +156,7 @@ def main_(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
-    where = engine.Where(None, args.workers, args.threads_per_worker, 10.0, 0)
+    where = cluster.Where(None, args.workers, args.threads_per_worker, 10.0, 0)
     fixed, key = RUNS[args.experiment]
     values = [f"{1e-3 * (1 + i / 4):.6g}" if key == "lr" else f"{0.5 + i / 8:.6g}" for i in range(args.runs)]
     the_plan, todo = tasks(args.experiment, fixed, values, args.threads_per_worker, "bench", key=key)

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.sweep.grid import parse_seeds
+from runner.common.lists import parse_seeds
 
 ONE_THREAD = {name: "1" for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                      "OPENBLAS_NUM_THREADS")}

@@ -11,7 +11,7 @@ That is the one reason for function-level imports in runner.cli. Each command's
     group.py        the `nbnets` group
     tools.py        info, shapes, bench, analyse
     training.py     train-cnn, export-json, train-charlm, sample
-    experiments.py  grad-decay, sweep
+    experiments.py  grad-decay, memory, sweep
 """
 
 from runner.cli import experiments, tools, training  # noqa: F401 - each registers its commands on main

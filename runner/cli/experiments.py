@@ -1,4 +1,4 @@
-"""nbnets grad-decay and sweep: the experiments that measure a claim, one run or a grid of them."""
+"""nbnets grad-decay, memory and sweep: the experiments that measure a claim, one run or a grid of them."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
     failed, 130 after Ctrl-C (finished runs kept; --resume continues).
     """
     from runner.sweep import command as sweep_command  # start-up time
-    from runner.sweep.engine import Where  # start-up time
+    from runner.common.cluster import Where  # start-up time
 
     request = sweep_command.Request(
         experiment=experiment, grids=grids, sets=sets, seeds=seeds, out=out, resume=resume, quiet=quiet,
@@ -128,3 +128,77 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
         ctx.exit(130)
     if result.failed:
         ctx.exit(1)
+
+
+@main.command(epilog=manual("memory"))
+@click.option("--task", type=click.Choice(("recall", "adding")), default="recall", show_default=True,
+              help="recall: a context symbol, DISTANCE fillers, a query whose answer is the context's; adding: "
+                   "the sum of two marked values among DISTANCE steps (Hochreiter & Schmidhuber 1997).")
+@click.option("--cells", default="rnn-tanh,rnn-relu,lstm", show_default=True,
+              help="Comma-separated cells: rnn-tanh, rnn-sigmoid, rnn-relu (identity init, IRNN), rnn-identity, "
+                   "lstm.")
+@click.option("--distances", default="5,10,20,40,80", show_default=True,
+              help="Comma-separated distances (steps between the context and the query; the adding length).")
+@click.option("--seeds", default="0-2", show_default=True, metavar="A-B|A,B,...", help="Seeds of every point.")
+@click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units H.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Sequences per training step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True,
+              help="Adam's learning rate.")
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Clip the global gradient norm to this.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=3000, show_default=True,
+              help="Training steps before a run counts as unsolved.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Evaluate on the held-out sequences every this many steps.")
+@click.option("--solved", type=float, default=0.99, show_default=True,
+              help="recall: the test accuracy that counts as solved, in (0, 1] (adding: MSE <= 0.01).")
+@click.option("--test-size", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Held-out sequences per run.")
+@click.option("--symbols", type=int, default=8, show_default=True, help="recall: K contexts (chance 1/K).")
+@click.option("--fillers", type=click.IntRange(min=1), default=10, show_default=True,
+              help="recall: filler symbols between the context and the query.")
+@click.option("--forget", is_flag=True,
+              help="recall: half the sequences hold an end of line and a new context; the answer follows it.")
+@click.option("--forget-bias", type=float, default=1.0, show_default=True, help="The LSTM's forget-gate bias.")
+@click.option("--search", is_flag=True,
+              help="Find each cell's largest distance: double from --min-distance while a majority of the seeds "
+                   "solve it, then bisect to --resolution (--distances is then ignored).")
+@click.option("--min-distance", type=click.IntRange(min=1), default=2, show_default=True,
+              help="--search: the first distance tried.")
+@click.option("--max-distance", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="--search: never beyond this distance.")
+@click.option("--resolution", type=click.IntRange(min=1), default=2, show_default=True,
+              help="--search stops when the last success and the first failure are this close.")
+@click.option("--show", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Print this many generated sequences in words first.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local Dask worker processes [default: the cores / --threads-per-worker]; 1: every run in "
+                   "this process, no Dask.")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+              help="numba and BLAS threads of every run [default: 1].")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="A running Dask scheduler (as nbnets sweep).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to wait for --scheduler.")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Results folder; the run goes to OUT/memory/<timestamp>-<id>/.")
+@click.option("--plot/--no-plot", default=True, show_default=True,
+              help="Write memory.png (needs the plot extra: pip install -e '.[plot]').")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def memory(workers, threads_per_worker, scheduler, connect_timeout, **options):
+    """How far back can each cell remember? Train RNNs and LSTMs on recall or
+    adding sequences at growing distances and report which distances each learns.
+
+    Each (cell, distance, seed) is one training run, on the Dask engine of
+    `nbnets sweep` (a local cluster by default). Writes memory.csv (every
+    evaluation), summary.csv (one row per run), max_distance.csv (--search)
+    and memory.png to OUT/memory/<timestamp>-<id>/, and prints cell x distance:
+    solved seeds / seeds (median steps to solve).
+    """
+    from runner.common.cluster import Where  # start-up time
+    from runner.memory import command, options as memory_options  # start-up time
+
+    where = Where(scheduler=scheduler, workers=workers, threads=threads_per_worker, connect_timeout=connect_timeout,
+                  retries=2)
+    command.run(memory_options.Options(**options), where, echo=click.echo)

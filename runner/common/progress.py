@@ -1,6 +1,7 @@
-"""A one-line progress bar on stderr for training loops (no dependency beyond click).
+"""One-line progress bars on stderr: a training loop's (ProgressBar) and a grid of runs' (RunsBar).
 
     step  1200/3000 [#########.............]  40%  loss 1.4321  61.2k chars/s  eta 0:58
+    runs  5/8 done, 1 failed [###############.........]  0:42 elapsed, ~0:25 left
 
 It redraws at most ten times a second, only when stderr is a terminal (or
 `force=True`), and `message()` prints a full line above it without tearing it.
@@ -12,7 +13,7 @@ import sys
 import time
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
@@ -57,7 +58,7 @@ class ProgressBar:
         filled = int(round(frac * self.width))
         bar = "#" * filled + "." * (self.width - filled)
         digits = len(str(self.total))
-        eta = f"  eta {_clock(self.eta)}" if self.eta is not None else ""
+        eta = f"  eta {clock(self.eta)}" if self.eta is not None else ""
         return (f"step {self.step:>{digits}}/{self.total} [{bar}] {frac:4.0%}  loss {self.loss:.4f}  "
                 f"{_rate(self.rate)} chars/s{eta}")
 
@@ -88,3 +89,35 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
+
+
+class RunsBar:
+    """runs  5/8 done, 1 failed [###############.........]  0:42 elapsed, ~0:25 left (stderr, terminals only)."""
+
+    def __init__(self, total: int, already: int, enabled: bool, stream=None, width: int = 24):
+        self.total, self.already, self.width = total, already, width
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.started = time.perf_counter()
+        self.done = self.failed = 0
+
+    def update(self, done: int, failed: int) -> None:
+        self.done, self.failed = done, failed
+        if self.enabled:
+            self.stream.write("\r" + self.line() + "\x1b[K")
+            self.stream.flush()
+
+    def line(self) -> str:
+        finished = self.done + self.failed
+        frac = finished / max(1, self.total)
+        filled = int(round(frac * self.width))
+        elapsed = time.perf_counter() - self.started
+        new = finished - self.already
+        left = f", ~{clock(elapsed / new * (self.total - finished))} left" if new > 0 and finished < self.total else ""
+        return (f"runs {finished:>{len(str(self.total))}}/{self.total} done, {self.failed} failed "
+                f"[{'#' * filled}{'.' * (self.width - filled)}] {clock(elapsed)} elapsed{left}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numbanets
 from runner.common.system import versions
+from runner.common import cluster
+from runner.common.progress import RunsBar
 from runner.sweep import engine
 from runner.sweep.folder import SweepFolder
 from runner.sweep.grid import EXPERIMENTS, plan
@@ -27,7 +29,7 @@ class Request:
     grids: tuple
     sets: tuple
     seeds: str | None
-    where: engine.Where
+    where: cluster.Where
     out: str
     resume: str | None
     quiet: bool
@@ -94,7 +96,7 @@ def run(commands: dict, request: Request, echo=print) -> SweepResult:
     """Run the sweep `request` describes; `commands` maps names to the nbnets click commands."""
     the_plan, folder, settings = prepare(commands, request)
     started = time.perf_counter()
-    client, cluster, facts = engine.start(request.where)
+    client, local, facts = cluster.start(request.where)
     try:
         if folder is None:
             folder = SweepFolder.create(request.out, list(the_plan.grid))
@@ -106,15 +108,15 @@ def run(commands: dict, request: Request, echo=print) -> SweepResult:
         echo(f"sweep   {the_plan.experiment}: {points} grid point{'s' * (points != 1)} x {len(the_plan.seeds)} "
              f"seed{'s' * (len(the_plan.seeds) != 1)} = {len(the_plan.runs)} runs"
              + (f", {len(todo)} still to run" if request.resume else "") + f" -> {folder.path}")
-        link = engine.dashboard(client)
+        link = cluster.dashboard(client)
         settings.update(where=facts, dashboard=link, versions=_software(), status="running")
         folder.write_settings(settings)
         where = (f"local cluster of {facts['workers']} workers x {facts['threads_per_worker']} thread"
-                 f"{'s' * (facts['threads_per_worker'] != 1)}" if cluster is not None else
+                 f"{'s' * (facts['threads_per_worker'] != 1)}" if local is not None else
                  f"scheduler {facts['scheduler']} ({facts['workers']} workers; kernel threads per run: "
                  f"{_threads_text(facts['run_threads'])})")
         echo(f"dask    {where}" + (f", dashboard {link}" if link else ""))
-        if cluster is None and not facts["workers"]:
+        if local is None and not facts["workers"]:
             echo("dask    the scheduler has no workers yet: the runs wait for them")
         threads = facts["run_threads"]
         tasks = [Task(the_plan.experiment, r.name, r.params, r.given, threads,
@@ -123,7 +125,7 @@ def run(commands: dict, request: Request, echo=print) -> SweepResult:
                       start_from=folder.partial(r.name), checkpoint_key=["nbnets-sweep", sweep_id, r.name],
                       checkpoint_every=request.where.checkpoint_every)
                  for r in todo]
-        bar = engine.RunsBar(len(the_plan.runs), len(folder.rows), enabled=not request.quiet)
+        bar = RunsBar(len(the_plan.runs), len(folder.rows), enabled=not request.quiet)
         run_wall = 0.0
 
         def on_outcome(task, outcome):
@@ -142,8 +144,8 @@ def run(commands: dict, request: Request, echo=print) -> SweepResult:
         bar.close()
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
+        if local is not None:
+            local.close()
     wall = time.perf_counter() - started
     folder.write_tables(order)
     done, failed = folder.counts()

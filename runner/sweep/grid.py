@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from runner.common.lists import parse_seeds
 from runner.sweep import worker
 
 EXPERIMENTS = tuple(worker.EXPERIMENTS)  # the commands a sweep runs
@@ -67,20 +68,6 @@ class Plan:
 
     def describe(self) -> dict:
         return {"experiment": self.experiment, "grid": self.grid, "fixed": self.fixed, "seeds": self.seeds}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7' -> [0, 3, 7]; both forms may mix ('0-2,9')."""
-    seeds = []
-    for part in (p.strip() for p in str(text).split(",")):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
-            raise ValueError(f"--seeds {text}: expected A-B (A <= B) or a comma list of seeds >= 0, e.g. 0-4 or 0,3,7")
-        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
-        seeds.extend(range(low, high + 1))
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text}: a seed appears twice")
-    return seeds
 
 
 def _split_pair(text: str, flag: str) -> tuple[str, str]:
