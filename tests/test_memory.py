@@ -154,6 +154,9 @@ def test_the_search_finds_a_known_threshold_exactly():
 def test_the_grid_on_dask_equals_the_runs_one_at_a_time():
     specs = [RunSpec(cell, "recall", d, seed, max_steps=200, eval_every=50)
              for cell in ("rnn-tanh", "lstm") for d in (3, 6) for seed in (0, 1)]
+    import os
+
+    pool = os.environ.get("NUMBA_NUM_THREADS")
     alone = Runs(Where(None, 1, 1, 10.0, 0), quiet=True, echo=lambda s: None)
     swept = Runs(Where(None, 2, 1, 10.0, 0), quiet=True, echo=lambda s: None)
     try:
@@ -161,6 +164,9 @@ def test_the_grid_on_dask_equals_the_runs_one_at_a_time():
     finally:
         swept.close()
     assert swept.facts["cluster"] == "local" and alone.facts["cluster"].startswith("none")
+    # starting the local cluster leaves this process's numba pool variable as it was (a changed
+    # NUMBA_NUM_THREADS makes numba's next compilation fail under a running pool)
+    assert os.environ.get("NUMBA_NUM_THREADS") == pool
     for (rows_a, sum_a), (rows_b, sum_b) in zip(one, many):
         pd.testing.assert_frame_equal(pd.DataFrame(rows_a), pd.DataFrame(rows_b), check_exact=True)
         assert {k: v for k, v in sum_a.items() if k != "wall_s"} == {k: v for k, v in sum_b.items() if k != "wall_s"}

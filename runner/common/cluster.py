@@ -5,9 +5,9 @@ Where the runs go:
 - no --scheduler: a `distributed.LocalCluster` on 127.0.0.1 of `workers` worker
   processes (each under a nanny that restarts it if it dies), each running one
   task at a time with `threads` kernel threads: NUMBA_NUM_THREADS and the BLAS
-  variables are set before each worker process is spawned (Dask's
-  `distributed.nanny.pre-spawn-environ`: a spawned worker imports numba before
-  a nanny's ordinary `env` applies), and the function a task runs sets numba's
+  variables are set before the worker processes are spawned (a spawned worker
+  imports numba before a nanny's ordinary `env` applies; see BLAS_VARIABLES and
+  POOL_VARIABLE for how), and the function a task runs sets numba's
   and the BLAS's counts again around its run (runner.common.threads.Threads)
   and fixes glibc's allocator (runner.common.allocator), so workers x threads
   never exceeds the cores. The scheduler runs in this process with
@@ -34,10 +34,15 @@ from dataclasses import dataclass
 
 
 
-# set in a local worker's environment before it starts, so numba's pool and the BLAS's are that size from
-# their first import (a numba pool larger than the threads a run uses keeps idle threads that compete with
-# the other workers' runs)
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# The BLAS's thread counts, set before a local worker is spawned (Dask's pre-spawn-environ, which the
+# nanny also writes into this process and writes again at every restart; harmless here: this process has
+# loaded its BLAS already).
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# numba's pool size, set in this process only while the workers are spawned, then put back: numba re-reads
+# its environment when it compiles, and NUMBA_NUM_THREADS changed under a running pool is an error
+# ("Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched"). A worker
+# that its nanny restarts later gets numba's default pool; Threads still limits what a run uses.
+POOL_VARIABLE = "NUMBA_NUM_THREADS"
 
 
 @dataclass
@@ -69,13 +74,21 @@ def start(where: Where) -> tuple[object, object, dict]:
     threads = where.threads or 1
     workers = where.workers or max(1, (os.cpu_count() or 1) // threads)
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ"),
-                 **{name: str(threads) for name in THREAD_VARIABLES}}
-    with dask.config.set({"distributed.scheduler.allowed-failures": where.retries,
-                          "distributed.nanny.pre-spawn-environ": spawn_env,
-                          "distributed.worker.profile.enabled": False}), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="(?s).*already have a cluster running")  # port 8787 taken: another
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=":8787", silence_logs=logging.ERROR)
+                 **{name: str(threads) for name in BLAS_VARIABLES}}
+    pool = os.environ.get(POOL_VARIABLE)
+    os.environ[POOL_VARIABLE] = str(threads)
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": where.retries,
+                              "distributed.nanny.pre-spawn-environ": spawn_env,
+                              "distributed.worker.profile.enabled": False}), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="(?s).*already have a cluster running")  # 8787 taken
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address=":8787", silence_logs=logging.ERROR)
+    finally:
+        if pool is None:
+            os.environ.pop(POOL_VARIABLE, None)
+        else:
+            os.environ[POOL_VARIABLE] = pool
     client = Client(cluster)
     facts = {"scheduler": cluster.scheduler_address, "cluster": "local", "workers": workers,
              "threads_per_worker": threads, "run_threads": threads, "retries": where.retries}
