@@ -294,3 +294,41 @@ def test_a_real_bench_run(tmp_path):
     assert np.allclose(table["median_ms"], raw["median_ms"])
     assert np.allclose(table["speedup_vs_numpy"], raw["speedup_vs_numpy"], equal_nan=True)
     assert ok("analyse", run, "--plot", tmp_path / "figures").exit_code == 0
+
+
+def _cnn_run(folder: Path, run_id: str, init_from: str, lr: float) -> Path:
+    run = folder / f"20261204-100000-{run_id}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"command": "train-cnn", "options": {
+        "arch": "digits", "init_from": init_from, "lr": lr, "epochs": 2, "seed": 0}}))
+    rows = [{"epoch": e, "step": 45 * e, "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + 0.1 * e,
+             "test_loss": 1.1 / (e + 1), "test_acc": 0.5 + 0.1 * e, "images_per_s": 1000.0, "elapsed_s": e + 0.5}
+            for e in range(3)]
+    pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
+    return run
+
+
+def test_figure_legends_stay_inside_the_figure_with_long_labels(tmp_path):
+    """Runs that differ by a long --init-from path: the legend sits under the axes, inside the figure, and
+    names each run by its id and the file name (the newcomer's figure had its legend off the left edge)."""
+    pytest.importorskip("matplotlib")
+    from runner.analyse import plots, summary
+
+    deep = "/home/someone/experiments/2026/december/very-long-folder-name-for-the-snapshots/"
+    runs = [_cnn_run(tmp_path, f"{i:06x}", f"{deep}model-{i}.json", 1e-3 * (i + 1)) for i in range(4)]
+    sections = summary.build_sections(analyse.collect([str(r) for r in runs], note=lambda s: None))
+    (cnn,) = [s for s in sections if s.kind == "train-cnn"]
+    assert all(len(r.legend) < 60 and deep not in r.legend and "model-" in r.legend for r in cnn.runs)
+    plt = plots.pyplot()
+    fig = plots._cnn(plt, cnn, note=lambda s: None)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert legends
+    box = fig.bbox
+    for legend in legends:
+        extent = legend.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1 and box.y0 - 1 <= extent.y0, (extent, box)
+        for ax in fig.axes:  # and it covers no axes
+            assert not extent.overlaps(ax.get_window_extent(renderer)) or legend in [ax.get_legend()]
+    plt.close(fig)

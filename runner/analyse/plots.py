@@ -66,6 +66,22 @@ def _legend(ax, n):
     ax.legend(fontsize=7 if n > 4 else 8, loc="best")
 
 
+def _legend_below(fig, ax, n):
+    """The runs' legend under the axes, across the figure, with room made for it: a long label (a run
+    with many differing options) widens the legend, never pushes it off the figure's left edge."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        fig.tight_layout()
+        return
+    columns = 1 if max(map(len, labels)) > 60 else min(n, 3)
+    rows = -(-len(labels) // columns)
+    height = fig.get_figheight()
+    band = min(0.45, (0.25 + 0.22 * rows) / height)  # inches of legend, as a fraction of the figure
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, band, 1, 1))
+
+
 def _charlm(plt, section, note):
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for i, run in enumerate(section.runs):
@@ -80,9 +96,8 @@ def _charlm(plt, section, note):
     axes[0].set_ylabel("loss (nats per character)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    _legend(axes[0], len(section.runs))
     fig.suptitle("train-charlm: validation loss (thick, markers) and train loss per step (thin)", fontsize=11)
-    fig.tight_layout()
+    _legend_below(fig, axes[0], len(section.runs))
     return fig
 
 
@@ -105,9 +120,8 @@ def _cnn(plt, section, note):
     axes[2].set_ylim(-0.02, 1.02)
     for ax in axes:
         ax.grid(alpha=0.3)
-    _legend(axes[0], len(section.runs))
     fig.suptitle("train-cnn: test loss (solid) and train loss (dashed) per epoch; test accuracy", fontsize=11)
-    fig.tight_layout()
+    _legend_below(fig, axes[0], len(section.runs))
     return fig
 
 

@@ -192,6 +192,15 @@ def add_options(table: pd.DataFrame, runs, force: str | None = None) -> list[str
     return differing
 
 
+def legend_value(value, width: int = 24) -> str:
+    """An option's value as a figure's legend shows it: a path by its file name, anything longer than
+    `width` characters cut with an ellipsis (the table keeps the whole value)."""
+    text = str(_display_value(value))
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        text = Path(value).name or text
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
 def build_sections(runs, group_by: str | None = None) -> list[Section]:
     sections = []
     for kind in KINDS:
@@ -200,9 +209,10 @@ def build_sections(runs, group_by: str | None = None) -> list[Section]:
             continue
         table, metrics, note, hide = BUILDERS[kind](rs)
         differing = add_options(table, rs, force=group_by)
+        short = _short_names(rs)
         for r in rs:
-            diff = ", ".join(f"{k}={_display_value(r.options.get(k))}" for k in differing)
-            r.legend = f"{r.label} ({diff})" if diff else r.label
+            diff = ", ".join(f"{k}={legend_value(r.options.get(k))}" for k in differing)
+            r.legend = f"{short[r.label]} ({diff})" if diff else short[r.label]
         title = f"{kind}: {len(rs)} run{'s' if len(rs) != 1 else ''}"
         if "run" in hide:
             title += f" ({rs[0].label})"
