@@ -52,7 +52,8 @@ def prepare_data(corpus: Corpus, val_frac: float, batch_size: int, seq_len: int,
             f"--val-frac {val_frac} (needs at least {need_total} characters)"
         )
     train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
-    return Data(corpus, vocab, train_ids, val_ids, unigram_entropy(train_ids, len(vocab)))
+    # max: a one-symbol text sums to -0.0 (printed as -0.0000); entropy is never below 0
+    return Data(corpus, vocab, train_ids, val_ids, max(0.0, unigram_entropy(train_ids, len(vocab))))
 
 
 def val_stream(val_ids: np.ndarray, batch_size: int, seq_len: int) -> BatchStream:

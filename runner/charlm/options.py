@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from runner.common.runs import latest_target
 from runner.common.runs import resolve_resume as resolve_run
 
 COMMAND = "train-charlm"
@@ -61,8 +62,11 @@ DEFAULTS = {
 }
 
 # Options that --resume lets you change; every other one comes from the run's config.json.
-RESUME_OVERRIDES = ("steps", "epochs", "max_time", "quiet", "device", "threads", "out")
-
+# runs.resume_rule turns this list into the refusal's words, and docs/commands/train-charlm.md
+# states the same words (tests/test_newcomer_training.py checks they agree).
+RESUME_OVERRIDES = ("steps", "epochs", "max_time", "device", "threads", "quiet", "out")
+# The file option that may name a moved copy on --resume -> the config.json section with its SHA-256.
+RELOCATABLE = {"corpus": "corpus"}
 
 
 # --------------------------------------------------------------------------- options
@@ -99,6 +103,7 @@ def validate(opts: dict) -> dict:
     need(o["init"] in INITS, f"--init must be one of {', '.join(INITS)}, got {o['init']!r}")
     if o["init_scale"] is not None:
         need(math.isfinite(o["init_scale"]) and o["init_scale"] > 0, f"--init-scale must be > 0, got {o['init_scale']}")
+    o["init_scale"] = init_scale(o)  # as used, so config.json records it
     return o
 
 
@@ -111,17 +116,26 @@ def planned_steps(opts: dict, windows_per_epoch: int) -> int:
     return DEFAULT_STEPS
 
 
-def init_scale(opts: dict):
-    """--init-scale, else char-rnn's 0.08 for uniform and the initialiser's own default otherwise."""
+def init_scale(opts: dict) -> float:
+    """--init-scale, else char-rnn's 0.08 for uniform and numbanets.nn.init.recurrent's own default
+    otherwise (normal: 1/sqrt(hidden); orthogonal, identity: 1), the very value it would pick."""
     if opts.get("init_scale") is not None:
         return float(opts["init_scale"])
-    return 0.08 if opts["init"] == "uniform" else None
+    if opts["init"] == "uniform":
+        return 0.08
+    return 1.0 / math.sqrt(opts["hidden"]) if opts["init"] == "normal" else 1.0
 
 
 def resolve_resume(resume: str, opts: dict, given) -> tuple[Path, dict, dict]:
-    run_dir, config, merged = resolve_run(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES)
+    """The run folder, its config.json and the options to continue it with (see runner.common.runs).
+
+    The length given now (--steps or --epochs) wins over the run's own; without
+    one the run continues up to the length its last session aimed at."""
+    run_dir, config, merged = resolve_run(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES, RELOCATABLE)
     if "epochs" in given and "steps" not in given:
-        merged["steps"] = None  # the length given now wins over the run's own
-    if "steps" in given:
+        merged["steps"] = None
+    elif "steps" in given:
         merged["epochs"] = None
+    elif latest_target(config, "steps") is not None:
+        merged["steps"], merged["epochs"] = latest_target(config, "steps"), None
     return run_dir, config, merged

@@ -8,17 +8,22 @@ the next of the same stream and reset to zero when an epoch starts again.
 
 A run writes `results/train-charlm/<timestamp>-<id>/`:
 
-    config.json                     every option, resolved device, versions, corpus name/size/hash
+    config.json                     every option as used (the corpus's absolute path, --steps, --init-scale
+                                    and --threads as resolved), device, versions, corpus name/size/SHA-256
     metrics.csv                     one row per step (columns: options.METRIC_COLUMNS)
     samples.txt                     a sample every --sample-every steps and at the end
     checkpoint.npz + .json          weights, vocabulary, optimizer and RNG state, stream
-                                    position, hidden state, step: all that exact resume needs (checkpoint.py)
+                                    position, hidden state, step: all that exact resume needs (checkpoint.py);
+                                    written at step 0 as the folder is made, so every run folder resumes
+                                    and samples from its first second, then at every evaluation
     best.npz + best.json            the weights with the lowest validation loss so far
 
 Every file is written to a temporary name and renamed. Ctrl-C finishes the
 current step, saves a checkpoint and exits (code 130); `--resume RUN_DIR`
 continues from the checkpoint in the same folder and gives the same metrics as
-a run that was never stopped.
+a run that was never stopped; it finds the corpus by its absolute path, or
+takes `--corpus` naming a copy with the same SHA-256, and refuses a length
+below the step the run has reached (config.json untouched).
 
 Device-dependent work stays inside the model and numbanets.functional: the
 trainer hands host integer ids in and gets Python floats back, so the same
@@ -28,9 +33,11 @@ loop runs with CUDA device arrays.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 
+import numba
 import numpy as np
 
 from numbanets.checkpoint import atomic_write_text
@@ -42,7 +49,8 @@ from runner.charlm import checkpoint
 from runner.charlm.data import Data, prepare_data, val_stream
 from runner.charlm.model import build_model
 from runner.charlm.options import (
-    COMMAND, DEFAULT_STEPS, LN2, METRIC_COLUMNS, RESUME_OVERRIDES, planned_steps, resolve_resume, validate,
+    COMMAND, DEFAULT_STEPS, LN2, METRIC_COLUMNS, RELOCATABLE, RESUME_OVERRIDES, planned_steps, resolve_resume,
+    validate,
 )
 from runner.charlm.sample import default_prime, generate
 from runner.common.progress import ProgressBar
@@ -187,14 +195,11 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     if resume is not None:
         run_dir, config, opts = resolve_resume(resume, opts, set(given))
     o = validate(opts)
+    if config is None and o["corpus"] is not None:
+        o["corpus"] = os.path.abspath(o["corpus"])  # so --resume finds it from any working directory
     corpus = load_corpus(o["corpus"], o["encoding"])
     if config is not None:
-        saved_hash = config.get("corpus", {}).get("sha256")
-        if saved_hash and saved_hash != corpus.sha256:
-            raise ValueError(
-                f"--resume: the corpus {corpus.name} has changed since the run started "
-                f"(sha256 {corpus.sha256[:12]}..., the run used {saved_hash[:12]}...)"
-            )
+        _check_corpus(config, corpus, "corpus" in given)
         ckpt_arrays, ckpt_meta = checkpoint.load(run_dir / CHECKPOINT_FILE)
         vocab = Vocabulary(ckpt_meta["vocab"])
     else:
@@ -203,6 +208,11 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     device = resolve(o["device"])
     trainer = Trainer(o, data, device)
     target = planned_steps(o, trainer.windows)
+    asked = (f"--epochs {o['epochs']:g} (step {target})" if o["steps"] is None and o["epochs"] is not None
+             else f"--steps {target}")
+    threads = Threads(o["threads"], clamp=True)
+    # config.json records the options as used: the step count and thread count they resolve to
+    o["steps"], o["threads"] = target, threads.numba_threads or numba.get_num_threads()
 
     if config is None:
         run_dir = new_run_dir(o["out"], COMMAND)
@@ -212,33 +222,49 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
             steps_planned=target, windows_per_epoch=trainer.windows,
             chars_per_step=trainer.chars_per_step,
         )
+        checkpoint.save(run_dir, trainer, 0.0)  # step 0: the folder resumes and samples from its first second
         rows, samples_text, elapsed0 = [], "", 0.0
     else:
         trainer.load_state_dict(ckpt_arrays, ckpt_meta)
+        if trainer.step > target:
+            raise ValueError(f"--resume {resume}: the run is already at step {trainer.step}, past {asked}; "
+                             f"give --steps above {trainer.step} to train on")
         rows = read_metrics(run_dir, METRIC_COLUMNS, "step", trainer.step)
         samples_path = run_dir / "samples.txt"
         samples_text = samples_path.read_text(encoding="utf-8") if samples_path.exists() else ""
         samples_text = _samples_upto(samples_text, trainer.step)
         elapsed0 = float(ckpt_meta.get("elapsed_s", rows[-1]["elapsed_s"] if rows else 0.0))
-        config.setdefault("resumed", []).append(
-            {"at_step": trainer.step, "steps": target, "device": device,
-             "options_changed": {k: o[k] for k in given if k in RESUME_OVERRIDES}}
-        )
-        write_json(run_dir / "config.json", config)
+        if trainer.step < target:  # a resume that trains nothing leaves config.json as it is
+            changed = {k: o[k] for k in given if k in RESUME_OVERRIDES or k in RELOCATABLE}
+            config.setdefault("resumed", []).append(
+                {"at_step": trainer.step, "steps": target, "device": device, "options_changed": changed})
+            if "corpus" in changed:
+                config["options"]["corpus"] = o["corpus"]  # where the next --resume finds it
+            write_json(run_dir / "config.json", config)
 
     ent = data.unigram_entropy
     echo(f"corpus  {corpus.name}: {len(corpus.text):,} chars, {len(vocab or data.vocab)} symbols, "
          f"unigram entropy {ent:.4f} nats/char ({ent / LN2:.3f} bits)")
     echo(f"model   {_describe_model(trainer)}")
     start = trainer.step
+    if start >= target:
+        echo(f"run     {run_dir} (at step {start})")
+        echo(f"the run is already at step {start} ({asked}): nothing to do")
+        return RunResult(run_dir, interrupted=False, step=start)
     echo(f"train   steps {start + 1}..{target} of {o['batch_size']} x {o['seq_len']} chars "
          f"({trainer.windows} steps per epoch), {o['optimizer']} lr {o['lr']:g}, clip {o['clip']:g}")
     echo(f"run     {run_dir}" + (f" (resumed at step {start})" if start else ""))
-    if start >= target:
-        echo(f"the run is already at step {start} >= --steps {target}: nothing to do")
-        return RunResult(run_dir, interrupted=False, step=start)
-    with Threads(o["threads"], clamp=True):
+    with threads:
         return _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo, on_checkpoint)
+
+
+def _check_corpus(config: dict, corpus, given: bool) -> None:
+    """ValueError unless the corpus has the SHA-256 config.json records for the run."""
+    saved = (config.get("corpus") or {}).get("sha256")
+    if saved and saved != corpus.sha256:
+        what = (f"--corpus {corpus.name} is not the run's corpus" if given
+                else f"the corpus {corpus.name} has changed since the run started")
+        raise ValueError(f"--resume: {what} (sha256 {corpus.sha256[:12]}..., the run used {saved[:12]}...)")
 
 
 def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo, on_checkpoint) -> RunResult:
@@ -279,7 +305,8 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo,
                 final = step == target
                 elapsed = time.perf_counter() - t_start
                 will_stop = stop.requested or (o["max_time"] is not None and elapsed >= o["max_time"])
-                if step % o["eval_every"] == 0 or final or will_stop:
+                evaluate = step % o["eval_every"] == 0 or final or will_stop
+                if evaluate:
                     last_val = trainer.evaluate()
                     row["val_loss"], row["val_bpc"] = last_val, last_val / LN2
                     if last_val < trainer.best_val:
@@ -291,14 +318,13 @@ def _train_loop(trainer, o, run_dir, rows, samples_text, elapsed0, target, echo,
                 rate = done_chars / train_seconds if train_seconds > 0 else 0.0
                 eta = (target - step) * (time.perf_counter() - t_start) / (step - start)
                 bar.update(step, row["train_loss"], rate, eta)
-                if step % o["sample_every"] == 0 or final or will_stop:
-                    val_text = (f"val loss {last_val:.4f} nats/char ({last_val / LN2:.3f} bpc)"
-                                if math.isfinite(last_val) else "")
-                    bar.message(f"step {step:>{len(str(target))}}  train loss {row['train_loss']:.4f}  {val_text}  "
+                if evaluate:  # a line per evaluation: what metrics.csv's val_loss column holds
+                    bar.message(f"step {step:>{len(str(target))}}  train loss {row['train_loss']:.4f}  "
+                                f"val loss {last_val:.4f} nats/char ({last_val / LN2:.3f} bpc)  "
                                 f"(unigram entropy {ent:.4f})", echo)
                 if o["sample_length"] and (step % o["sample_every"] == 0 or final):
                     save_samples(step, row["val_loss"], trainer.sample(o["sample_length"], o["temperature"]))
-                if step % o["eval_every"] == 0 or final or will_stop:
+                if evaluate:
                     write_metrics(run_dir, rows, METRIC_COLUMNS)
                     checkpoint.save(run_dir, trainer, row["elapsed_s"])
                     last_ckpt = step

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from numbanets.nn import arch
+from runner.common.runs import latest_target
 from runner.common.runs import resolve_resume as resolve_run
 
 COMMAND = "train-cnn"
@@ -41,8 +42,11 @@ DEFAULTS = {
 }
 
 # Options that --resume lets you change; every other one comes from the run's config.json.
-RESUME_OVERRIDES = ("epochs", "device", "out", "plot", "quiet")
-
+# runs.resume_rule turns this list into the refusal's words, and docs/commands/train-cnn.md
+# states the same words (tests/test_newcomer_training.py checks they agree).
+RESUME_OVERRIDES = ("epochs", "device", "plot", "quiet", "out")
+# The file option that may name a moved copy on --resume -> the config.json section with its SHA-256.
+RELOCATABLE = {"data": "data"}
 
 
 # --------------------------------------------------------------------------- options
@@ -80,5 +84,10 @@ def resolve_arch(text: str) -> tuple[str, str]:
 
 
 def resolve_resume(resume: str, opts: dict, given) -> tuple[Path, dict, dict]:
-    """The run folder, its config.json and the options to continue it with (see runner.common.runs)."""
-    return resolve_run(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES)
+    """The run folder, its config.json and the options to continue it with (see runner.common.runs).
+
+    Without --epochs the run continues up to the epoch its last session aimed at."""
+    run_dir, config, merged = resolve_run(resume, COMMAND, opts, given, DEFAULTS, RESUME_OVERRIDES, RELOCATABLE)
+    if "epochs" not in given and latest_target(config, "epochs") is not None:
+        merged["epochs"] = latest_target(config, "epochs")
+    return run_dir, config, merged

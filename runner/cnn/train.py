@@ -7,16 +7,20 @@ is softmax cross-entropy over the last layer's outputs.
 
 A run writes `results/train-cnn/<timestamp>-<id>/`:
 
-    config.json              every option as resolved, device, data set, network, versions
+    config.json              every option as resolved (--data as an absolute path), device, data set
+                             (with the file's SHA-256), network, versions
     metrics.csv              one row per epoch (columns: options.METRIC_COLUMNS); epoch 0 = before training
     confusion.csv            test-set confusion matrix, long format: true, predicted, count
-    checkpoint.npz + .json   weights, optimizer state, RNG state, epoch: all that exact resume needs (checkpoint.py)
+    checkpoint.npz + .json   weights, optimizer state, RNG state, epoch: all that exact resume needs (checkpoint.py);
+                             written at epoch 0 as the folder is made (so every run folder resumes), then per epoch
     filters.png, activations.png  with the plot extra (plots.py)
 
 Every file is written to a temporary name and renamed, so a failed or stopped
 run never leaves half a file over a good one. `--resume RUN_DIR` continues from
 the checkpoint in the same folder (up to --epochs) and gives the same numbers
-as a run that was never stopped.
+as a run that was never stopped; it finds --data by its absolute path, or takes
+`--data` naming a copy with the same SHA-256, and refuses an --epochs below the
+run's epoch (config.json untouched).
 
 Device-dependent work stays in the model and numbanets.functional: the trainer
 moves each host batch to the device, and brings back the loss (a float) and
@@ -26,6 +30,7 @@ the batch's logits (N x classes, a few hundred numbers) to count correct answers
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +44,9 @@ from numbanets.device import resolve, to_host
 from numbanets.optim import make_optimizer
 from runner.cnn import checkpoint, export_json
 from runner.cnn.model import build_model, check_fit, load_data, move_to
-from runner.cnn.options import COMMAND, METRIC_COLUMNS, RESUME_OVERRIDES, resolve_arch, resolve_resume, validate
+from runner.cnn.options import (
+    COMMAND, METRIC_COLUMNS, RELOCATABLE, RESUME_OVERRIDES, resolve_arch, resolve_resume, validate,
+)
 from runner.cnn.plots import write_plots
 from runner.common.runs import Interrupt, new_run_dir, write_config, write_csv, write_json
 from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, write_metrics
@@ -206,6 +213,8 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
         run_dir, config, opts = resolve_resume(resume, opts, set(given))
         ckpt_arrays, ckpt_meta = checkpoint.load(run_dir / CHECKPOINT_FILE)
     o = validate(opts)
+    if config is None and o["data"] is not None:
+        o["data"] = os.path.abspath(o["data"])  # so --resume finds it from any working directory
     snapshot = None
     if config is not None:
         spec, label = ckpt_meta["arch"], config.get("network", {}).get("label", "custom")
@@ -225,7 +234,9 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     if config is not None:
         saved_hash = config.get("data", {}).get("sha256")
         if saved_hash and saved_hash != data.info.get("sha256"):
-            raise ValueError(f"--resume: the data file {o['data']} has changed since the run started")
+            what = "is not the run's data" if "data" in given else "has changed since the run started"
+            raise ValueError(f"--resume: the data file {o['data']} {what} (sha256 "
+                             f"{str(data.info.get('sha256'))[:12]}..., the run used {saved_hash[:12]}...)")
     if snapshot is not None and tuple(snapshot.input_shape) != data.image_shape:
         raise ValueError(
             f"--init-from {o['init_from']}: the network takes {'x'.join(map(str, snapshot.input_shape))} "
@@ -246,15 +257,22 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
                      "dtype": trainer.dtype.name},
             steps_per_epoch=trainer.steps_per_epoch,
         )
+        checkpoint.save(run_dir, trainer, 0.0)  # epoch 0: the folder resumes from its first second
         rows, elapsed0 = [], 0.0
     else:
         trainer.load_state_dict(ckpt_arrays, ckpt_meta)
+        if trainer.epoch > target:
+            raise ValueError(f"--resume {resume}: the run is already at epoch {trainer.epoch}, past --epochs "
+                             f"{target}; give --epochs above {trainer.epoch} to train on")
         rows = read_metrics(run_dir, METRIC_COLUMNS, "epoch", trainer.epoch)
         elapsed0 = float(ckpt_meta.get("elapsed_s", rows[-1]["elapsed_s"] if rows else 0.0))
-        config.setdefault("resumed", []).append(
-            {"at_epoch": trainer.epoch, "epochs": target, "device": device,
-             "options_changed": {k: o[k] for k in given if k in RESUME_OVERRIDES}})
-        write_json(run_dir / "config.json", config)
+        if trainer.epoch < target:  # a resume that trains nothing leaves config.json as it is
+            changed = {k: o[k] for k in given if k in RESUME_OVERRIDES or k in RELOCATABLE}
+            config.setdefault("resumed", []).append(
+                {"at_epoch": trainer.epoch, "epochs": target, "device": device, "options_changed": changed})
+            if "data" in changed:
+                config["options"]["data"] = o["data"]  # where the next --resume finds it
+            write_json(run_dir / "config.json", config)
 
     d = data
     echo(f"data    {d.name}: {d.x_train.shape[0]:,} train / {d.x_test.shape[0]:,} test images of "
@@ -262,7 +280,9 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     echo(f"model   {_describe(trainer, label)}")
     extra = f" momentum {o['momentum']:g}" if o["optimizer"] == "sgd" else ""
     wd = f" weight decay {o['weight_decay']:g}" if o["weight_decay"] else ""
-    echo(f"train   epochs {trainer.epoch + 1}..{target} of {trainer.steps_per_epoch} steps (batch {o['batch_size']}), "
+    epochs = (f"epochs {trainer.epoch + 1}..{target} of {trainer.steps_per_epoch} steps" if target > trainer.epoch
+              else "no epoch to train")
+    echo(f"train   {epochs} (batch {o['batch_size']}), "
          f"{o['optimizer']} lr {o['lr']:g}{extra}{wd}, seed {o['seed']}")
     echo(f"run     {run_dir}" + (f" (resumed at epoch {trainer.epoch})" if trainer.epoch else ""))
 
@@ -276,7 +296,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
         checkpoint.save(run_dir, trainer, rows[-1]["elapsed_s"])
         on_checkpoint(run_dir)
     if trainer.epoch >= target and trainer.epoch > 0:
-        echo(f"the run is already at epoch {trainer.epoch} >= --epochs {target}: nothing to train")
+        echo(f"the run is already at epoch {trainer.epoch} (--epochs {target}): nothing to train")
 
     bar = _EpochBar(not o["quiet"])
     train_seconds, trained_images = 0.0, 0
@@ -312,12 +332,12 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     notes = []
     if o["plot"]:
         notes = write_plots(run_dir, trainer)
-    elapsed = rows[-1]["elapsed_s"]
     summary = {
         "run": str(run_dir),
         "epochs": f"{trainer.epoch} ({trainer.step:,} steps)",
-        "train": (f"{train_seconds:.1f} s this session ({trained_images / train_seconds:,.0f} images/s); "
-                  f"{elapsed:.1f} s in the run's epochs" if train_seconds > 0 else f"{elapsed:.1f} s in the run's epochs"),
+        "train time": (f"{train_seconds:.1f} s in training steps this session "
+                       f"({trained_images / train_seconds:,.0f} images/s)" if train_seconds > 0
+                       else "none this session (no epoch to train)"),
         "test loss": f"{test_loss:.4f}",
         "test accuracy": f"{test_acc:.2%} ({int(round(test_acc * len(d.y_test)))}/{len(d.y_test)})",
         "wall time": f"{time.perf_counter() - t_command:.1f} s (data loading, compilation, evaluation and plots included)",

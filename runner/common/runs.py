@@ -96,13 +96,41 @@ class Interrupt:
         return False
 
 
-def resolve_resume(resume: str, command: str, opts: dict, given, defaults, overrides) -> tuple[Path, dict, dict]:
+def resume_rule(overrides, relocatable=()) -> str:
+    """What --resume lets change, as its refusal and the command's manual state it (one source: `overrides`).
+
+    `overrides` are option names (a command's RESUME_OVERRIDES; "out" is accepted
+    and ignored), `relocatable` the file options that may name a copy elsewhere.
+    """
+    names = [_flag(k) for k in overrides if k != "out"]
+    text = "only " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " may change"
+    notes = [f"{_flag(k)} may name a copy of the run's file elsewhere (checked against the SHA-256 in config.json)"
+             for k in relocatable]
+    if "out" in overrides:
+        notes.append("--out is ignored (the run stays in its folder)")
+    return "; ".join([text, *notes])
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_resume(resume: str, command: str, opts: dict, given, defaults, overrides,
+                   relocatable: dict | None = None) -> tuple[Path, dict, dict]:
     """The run folder, its config.json and the options to continue it with.
 
     `resume` is a run folder (or its checkpoint file) of `command`; `given` names
     the options set on this command line: those in `overrides` replace the run's
-    own, any other that differs from the run's setting is a ValueError.
+    own, any other that differs from the run's setting is a ValueError whose
+    message ends with `resume_rule`.
+
+    `relocatable` maps a file option (--corpus, --data) to the config.json section
+    holding its `sha256`: the run stores the file's absolute path, but the file may
+    have moved. Given on this command line it replaces the stored path (made
+    absolute; the command checks its SHA-256 against the run's); not given, the
+    stored path must still be a file, else a ValueError says to pass the option.
     """
+    relocatable = relocatable or {}
     run_dir = Path(resume)
     if run_dir.is_file() and run_dir.name.startswith("checkpoint"):
         run_dir = run_dir.parent
@@ -116,16 +144,30 @@ def resolve_resume(resume: str, command: str, opts: dict, given, defaults, overr
     if config.get("command") != command or not isinstance(config.get("options"), dict):
         raise ValueError(f"--resume {resume}: config.json is not from nbnets {command}")
     saved = config["options"]
+    moved = {k for k in given if k in relocatable and opts.get(k) is not None and saved.get(k) is not None}
     clashes = [
-        f"--{k.replace('_', '-')} {opts[k]} (the run has {saved.get(k)})"
+        f"{_flag(k)} {opts[k]} (the run has {saved.get(k)})"
         for k in sorted(given)
-        if k not in overrides and k in defaults and opts.get(k) != saved.get(k)
+        if k not in overrides and k not in moved and k in defaults and opts.get(k) != saved.get(k)
     ]
     if clashes:
-        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(overrides) if k != "out")
-        raise ValueError(
-            f"--resume continues a run with its own settings; only {allowed} may change, "
-            f"but got {', '.join(clashes)}"
-        )
+        raise ValueError(f"--resume continues a run with its own settings, but got {', '.join(clashes)}; "
+                         f"{resume_rule(overrides, relocatable)}")
     merged = {**saved, **{k: opts[k] for k in given if k in overrides and k != "out"}}
+    for k, section in relocatable.items():
+        if k in moved:
+            merged[k] = os.path.abspath(opts[k])
+        elif saved.get(k) is not None and not Path(saved[k]).is_file():
+            digest = (config.get(section) or {}).get("sha256") or "?"
+            raise ValueError(f"--resume {resume}: the run's {_flag(k)} {saved[k]} is not there any more; "
+                             f"pass {_flag(k)} FILE with the same contents (SHA-256 {digest[:12]}...)")
     return run_dir, config, merged
+
+
+def latest_target(config: dict, key: str):
+    """The length (`key`: steps or epochs) the run's last session aimed at: its last `resumed`
+    entry's, else its options'. What a --resume without a new length continues up to."""
+    resumed = config.get("resumed") or []
+    if resumed and resumed[-1].get(key) is not None:
+        return resumed[-1][key]
+    return config["options"].get(key)
