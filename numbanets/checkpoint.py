@@ -14,7 +14,14 @@ with the two keys save() adds: "format" = "numbanets-checkpoint" and "version".
 Writes are atomic: the bytes go to a temporary file in the same folder, are
 fsync'ed and renamed over the target with os.replace, so a crash or an error
 leaves either the old file or the new one, never half of one, and no
-temporary file behind.
+temporary file behind. The temporary file is created like any other program
+creates a file, mode 0666 less the user's umask (tempfile.mkstemp's 0600 would
+leave every result readable by its owner alone).
+
+load() reads the path it is given when that is a file, else the .npz the name
+implies, and names the given path in its errors; a file that is not a zip
+archive (a text file, random bytes: np.load would try to unpickle it) is
+"not an .npz archive".
 """
 
 from __future__ import annotations
@@ -22,13 +29,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_write_bytes", "atomic_write_text", "save", "load",
-           "to_jsonable"]
+           "to_jsonable", "npz_refusal"]
 
 FORMAT = "numbanets-checkpoint"
 VERSION = 1
@@ -44,7 +51,7 @@ class CheckpointError(ValueError):
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` atomically: temporary file in the same folder, fsync, os.replace."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -58,6 +65,17 @@ def atomic_write_bytes(path, data: bytes) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """(fd, name) of a new file `.NAME.<random>.tmp` beside `path`, mode 0666 less the umask (O_EXCL)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_text(path, text: str, encoding: str = "utf-8") -> None:
@@ -153,18 +171,42 @@ def save(path, arrays: dict, meta: dict | None = None) -> Path:
     return npz_path
 
 
+def npz_refusal(path) -> str | None:
+    """Why the file at `path` is not an .npz archive, or None when it starts as a zip archive does.
+
+    np.load would unpickle anything that is neither a zip archive nor an .npy array
+    and, with allow_pickle=False, complain about pickled data instead. OSError when
+    the file cannot be read."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return None
+    return "a single .npy array, not an .npz archive" if head == b"\x93NUMPY" else "not an .npz archive"
+
+
 def load(path) -> tuple[dict, dict]:
     """(arrays, meta) of a checkpoint written by save(); CheckpointError (a ValueError) otherwise.
 
-    `path` may name the .npz or the .json; arrays are host numpy arrays.
+    `path` may name the .npz or the .json (or the name without .npz); arrays are host numpy arrays.
+    Errors name `path` as given.
     """
-    npz_path, _ = _paths(path)
+    given = Path(path)
+    npz_path = given if given.is_file() and given.suffix != ".json" else _paths(given)[0]
     if not npz_path.is_file():
-        raise CheckpointError(f"{npz_path} is not a numbanets checkpoint: the file does not exist")
+        why = ("the file does not exist" if npz_path == given
+               else f"there is no {npz_path} beside it" if given.is_file()
+               else f"neither {given} nor {npz_path} exists")
+        raise CheckpointError(f"{given} is not a numbanets checkpoint: {why}")
 
     def foreign(why):
-        return CheckpointError(f"{npz_path} is not a numbanets checkpoint: {why}")
+        return CheckpointError(f"{given} is not a numbanets checkpoint: {why}")
 
+    try:
+        refusal = npz_refusal(npz_path)
+    except OSError as exc:
+        raise foreign(f"it cannot be read ({exc.strerror or exc})") from None
+    if refusal is not None:
+        raise foreign(refusal)
     try:
         data = np.load(npz_path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - whatever np.load trips over, the file is not ours

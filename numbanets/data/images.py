@@ -9,7 +9,8 @@ scalar normalisation (mean, std of the training images) already applied.
 
 An .npz may also carry its own split as `x_test`, `y_test` (MNIST and CIFAR-10
 come that way); then no split is drawn. Bad files raise a ValueError that names
-the file and what is wrong with it.
+the file and what is wrong with it (a file that is not a zip archive at all:
+"not an .npz archive").
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from numbanets.checkpoint import npz_refusal
 
 DIGITS_NAME = "builtin:sklearn-digits"
 
@@ -145,6 +148,12 @@ def load_npz(path, test_fraction: float = 0.2, split_seed: int = 0, dtype=np.flo
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--data {path}: no such file")
+    try:
+        refusal = npz_refusal(path)  # a text file or random bytes: np.load would speak of pickled data
+    except OSError as exc:
+        raise ValueError(f"--data {path}: cannot be read ({exc.strerror or exc})") from None
+    if refusal is not None:
+        raise ValueError(f"--data {path}: {refusal}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}

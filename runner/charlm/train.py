@@ -45,7 +45,7 @@ from numbanets.data.text import BatchStream, Vocabulary, load_corpus
 from numbanets.device import resolve
 from numbanets.functional import clip_grad_norm
 from numbanets.optim import make_optimizer
-from runner.charlm import checkpoint
+from runner.charlm import checkpoint, footprint
 from runner.charlm.data import Data, prepare_data, val_stream
 from runner.charlm.model import build_model
 from runner.charlm.options import (
@@ -54,7 +54,7 @@ from runner.charlm.options import (
 )
 from runner.charlm.sample import default_prime, generate
 from runner.common.progress import ProgressBar
-from runner.common.runs import Interrupt, new_run_dir, write_config, write_json
+from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, write_json, with_run_locks
 from runner.common.threads import Threads
 from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, write_metrics
 
@@ -184,6 +184,7 @@ def _samples_upto(text: str, step: int) -> str:
     return "".join(keep)
 
 
+@with_run_locks  # the run folder is locked from lock_run until train returns
 def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpoint=None) -> RunResult:
     """Run `nbnets train-charlm` with `opts` (option name -> value); `given` names the
     options the user set explicitly (they must not clash with a resumed run's).
@@ -194,6 +195,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     config = None
     if resume is not None:
         run_dir, config, opts = resolve_resume(resume, opts, set(given))
+        lock_run(run_dir)  # one process per run folder
     o = validate(opts)
     if config is None and o["corpus"] is not None:
         o["corpus"] = os.path.abspath(o["corpus"])  # so --resume finds it from any working directory
@@ -206,6 +208,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
         vocab = None
     data = prepare_data(corpus, o["val_frac"], o["batch_size"], o["seq_len"], vocab)
     device = resolve(o["device"])
+    footprint.check(o, len(data.vocab), device)  # before the model: a run too big for the memory is refused
     trainer = Trainer(o, data, device)
     target = planned_steps(o, trainer.windows)
     asked = (f"--epochs {o['epochs']:g} (step {target})" if o["steps"] is None and o["epochs"] is not None
@@ -215,7 +218,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     o["steps"], o["threads"] = target, threads.numba_threads or numba.get_num_threads()
 
     if config is None:
-        run_dir = new_run_dir(o["out"], COMMAND)
+        run_dir = lock_run(new_run_dir(o["out"], COMMAND))
         config = write_config(
             run_dir, COMMAND, o, device=device, corpus=data.describe(),
             model={**trainer.model.config(), "parameters": trainer.model.num_parameters()},

@@ -12,6 +12,7 @@ That is the one reason for function-level imports in runner.cli. Each command's
     tools.py        info, shapes, bench, analyse
     training.py     train-cnn, export-json, train-charlm, sample
     experiments.py  grad-decay, memory, sweep
+    floats.py       float option types that refuse inf and nan
 """
 
 from runner.cli import experiments, tools, training  # noqa: F401 - each registers its commands on main

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from runner.cli.floats import FINITE, FiniteFloatRange
 from runner.cli.group import main
 from runner.common.console import AliasedOption, manual, user_errors
 
@@ -31,13 +32,13 @@ def _grad_decay_cells(ctx, param, value):
 @click.option("--init", type=click.Choice(("normal", "uniform", "orthogonal", "identity", "zero")), default="normal",
               show_default=True, help="Recurrent weights, times --scale: normal N(0, g^2/H), uniform (same variance), "
                                       "orthogonal g*Q, identity g*I, zero (no recurrence; --scale ignored).")
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--scale", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Gain g > 0 of the recurrent weights.")
-@click.option("--forget-bias", type=float, default=1.0, show_default=True, help="LSTM forget-gate bias.")
-@click.option("--bias", type=float, default=0.0, show_default=True, help="Bias of every RNN unit (e.g. -c/2 "
-                                                                        "for the sigmoid fixed point).")
-@click.option("--h0", type=float, default=0.0, show_default=True, help="Initial hidden state of every unit "
-                                                                       "(the LSTM's c0 is 0).")
+@click.option("--forget-bias", type=FINITE, default=1.0, show_default=True, help="LSTM forget-gate bias.")
+@click.option("--bias", type=FINITE, default=0.0, show_default=True, help="Bias of every RNN unit (e.g. -c/2 "
+                                                                         "for the sigmoid fixed point).")
+@click.option("--h0", type=FINITE, default=0.0, show_default=True, help="Initial hidden state of every unit "
+                                                                        "(the LSTM's c0 is 0).")
 @click.option("--input", "input_kind", type=click.Choice(("random", "zero", "corpus")), default=None,
               help="Inputs x_t: N(0, 1), zeros, or one-hot windows of the char-LM corpus "
                    "[default: random; corpus with --train-steps].")
@@ -86,10 +87,10 @@ def grad_decay(**params):
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="How often a run whose worker died (killed, out of memory) is given to another worker; "
                    "train-charlm and train-cnn runs resume from their last checkpoint.")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--checkpoint-every", type=FiniteFloatRange(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="Send a run's checkpoint to the scheduler at most this often (0: every "
                                       "checkpoint); a run whose worker dies resumes from the last one sent.")
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--connect-timeout", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to wait for --scheduler before giving up.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results folder; the sweep goes to OUT/sweep/<timestamp>-<id>/.")
@@ -143,15 +144,15 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
 @click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="Hidden units H.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Sequences per training step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=3e-3, show_default=True,
               help="Adam's learning rate.")
-@click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--clip", type=FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Clip the global gradient norm to this.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=3000, show_default=True,
               help="Training steps before a run counts as unsolved.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Evaluate on the held-out sequences every this many steps.")
-@click.option("--solved", type=float, default=0.99, show_default=True,
+@click.option("--solved", type=FINITE, default=0.99, show_default=True,
               help="recall: the test accuracy that counts as solved, in (0, 1] (adding: MSE <= 0.01).")
 @click.option("--test-size", type=click.IntRange(min=1), default=512, show_default=True,
               help="Held-out sequences per run.")
@@ -160,7 +161,7 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
               help="recall: filler symbols between the context and the query.")
 @click.option("--forget", is_flag=True,
               help="recall: half the sequences hold an end of line and a new context; the answer follows it.")
-@click.option("--forget-bias", type=float, default=1.0, show_default=True, help="The LSTM's forget-gate bias.")
+@click.option("--forget-bias", type=FINITE, default=1.0, show_default=True, help="The LSTM's forget-gate bias.")
 @click.option("--search", is_flag=True,
               help="Find each cell's largest distance: double from --min-distance while a majority of the seeds "
                    "solve it, then bisect to --resolution (--distances is then ignored).")
@@ -178,7 +179,7 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
               help="numba and BLAS threads of every run [default: 1].")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="A running Dask scheduler (as nbnets sweep).")
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--connect-timeout", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to wait for --scheduler.")
 @click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Results folder; the run goes to OUT/memory/<timestamp>-<id>/.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from runner.cli.floats import FiniteFloatRange
 from runner.cli.group import main
 from runner.common.console import manual, user_errors
 
@@ -62,7 +63,7 @@ _BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fw
                    "numpy peer stays on the CPU). auto: the GPU when numba can use one.")
 @click.option("--repeat", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed runs per implementation and case (fewer when --max-seconds runs out, at least 3).")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+@click.option("--max-seconds", type=FiniteFloatRange(min=0, min_open=True), default=3.0, show_default=True,
               help="About how long to time one implementation of one case.")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Untimed runs after the first (compiling, checked) run.")

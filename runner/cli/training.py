@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from runner.cli.floats import FINITE, FiniteFloatRange
 from runner.cli.group import main
 from runner.common.console import given_options, manual, user_errors
 
@@ -18,7 +19,7 @@ _CNN_DEFAULT_BATCH = 32
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="An .npz with arrays x (N, C, H, W) or (N, H, W) and integer labels y (N,), optionally "
                    "x_test/y_test (default: scikit-learn's 8x8 handwritten digits, no download).")
-@click.option("--test-fraction", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.2,
+@click.option("--test-fraction", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Held-out test share of a stratified split (split seed 0, fixed).")
 @click.option("--epochs", type=click.IntRange(min=0), default=_CNN_DEFAULT_EPOCHS, show_default=True,
               help="Passes over the training set (0: evaluate only). With --resume: continue up to this epoch.")
@@ -26,11 +27,11 @@ _CNN_DEFAULT_BATCH = 32
               help="Images per step.")
 @click.option("--optimizer", type=click.Choice(("adam", "sgd", "rmsprop", "adagrad")), default="adam",
               show_default=True, help="Update rule.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Learning rate [default: adam 2e-3, sgd 0.05, rmsprop 1e-3, adagrad 0.02].")
-@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.9, show_default=True,
+@click.option("--momentum", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.9, show_default=True,
               help="Momentum of --optimizer sgd.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=0.0, show_default=True,
               help="L2 penalty added to every gradient (weight_decay * w).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the initial weights, the batch order and the dropout masks.")
@@ -118,26 +119,26 @@ _CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here s
               help="Parallel streams of text per step.")
 @click.option("--optimizer", type=click.Choice(("rmsprop", "adagrad", "adam", "sgd")), default="rmsprop",
               show_default=True, help="Update rule (rmsprop: decay 0.95, eps 1e-8, as char-rnn).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=2e-3, show_default=True,
               help="Learning rate.")
-@click.option("--lr-decay", type=click.FloatRange(min=0, max=1, min_open=True), default=0.97, show_default=True,
+@click.option("--lr-decay", type=FiniteFloatRange(min=0, max=1, min_open=True), default=0.97, show_default=True,
               help="Multiply the learning rate by this after every epoch (1 = constant).")
-@click.option("--clip", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--clip", type=FiniteFloatRange(min=0), default=5.0, show_default=True,
               help="Clip the global gradient norm to this (0 = off).")
-@click.option("--forget-bias", type=float, default=1.0, show_default=True, help="Initial LSTM forget-gate bias.")
+@click.option("--forget-bias", type=FINITE, default=1.0, show_default=True, help="Initial LSTM forget-gate bias.")
 @click.option("--init", type=click.Choice(("uniform", "normal", "orthogonal", "identity")), default="uniform",
               show_default=True, help="Recurrent weights: uniform(-s, s) (s = 0.08, as char-rnn), normal N(0, s^2) "
                                       "(s = 1/sqrt(H)), orthogonal gate blocks, or identity w_hh (IRNN).")
-@click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--init-scale", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="The s of --init (default: 0.08 for uniform, the initialiser's own otherwise).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help=f"Training steps (windows); default {_CHARLM_DEFAULT_STEPS}, about 3 minutes on a 2-core CPU. "
                    "With --resume: continue up to this step.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Train this many passes over the text instead of --steps.")
-@click.option("--max-time", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-time", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Stop (with a checkpoint) after this many seconds.")
-@click.option("--val-frac", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.05,
+@click.option("--val-frac", type=FiniteFloatRange(min=0, max=1, min_open=True, max_open=True), default=0.05,
               show_default=True, help="Fraction of the text, at its end, held out for validation.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Validation loss and checkpoint every this many steps.")
@@ -145,7 +146,7 @@ _CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here s
               help="Write a sample to samples.txt every this many steps.")
 @click.option("--sample-length", type=click.IntRange(min=0), default=300, show_default=True,
               help="Characters per sample (0 = no samples).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=0.8, show_default=True,
               help="Sampling temperature of the samples (0 = argmax).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and samples.")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
@@ -182,7 +183,7 @@ def train_charlm(ctx, resume, **options):
                                             "(default: a newline).")
 @click.option("--length", type=click.IntRange(min=0), default=500, show_default=True,
               help="Characters to generate after the prime.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+@click.option("--temperature", type=FiniteFloatRange(min=0), default=0.8, show_default=True,
               help="Divide the logits by this before the softmax (0 = always the most likely character).")
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
               help="Draw only among the K most likely characters (0 = all).")

@@ -42,13 +42,13 @@ import pandas as pd
 from numbanets import functional as F
 from numbanets.device import resolve, to_host
 from numbanets.optim import make_optimizer
-from runner.cnn import checkpoint, export_json
+from runner.cnn import checkpoint, export_json, footprint
 from runner.cnn.model import build_model, check_fit, load_data, move_to
 from runner.cnn.options import (
     COMMAND, METRIC_COLUMNS, RELOCATABLE, RESUME_OVERRIDES, resolve_arch, resolve_resume, validate,
 )
 from runner.cnn.plots import write_plots
-from runner.common.runs import Interrupt, new_run_dir, write_config, write_csv, write_json
+from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, write_csv, write_json, with_run_locks
 from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, write_metrics
 
 EVAL_BATCH = 500  # test images per forward pass in evaluate()
@@ -200,6 +200,7 @@ def _describe(trainer: Trainer, label: str) -> str:
             f"{trainer.dtype.name} on {trainer.device}")
 
 
+@with_run_locks  # the run folder is locked from lock_run until train returns
 def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpoint=None) -> RunResult:
     """Run `nbnets train-cnn` with `opts` (option name -> value); `given` names the options
     the user set explicitly (they must not clash with a resumed run's or an --init-from file's).
@@ -211,6 +212,7 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
     config = None
     if resume is not None:
         run_dir, config, opts = resolve_resume(resume, opts, set(given))
+        lock_run(run_dir)  # one process per run folder
         ckpt_arrays, ckpt_meta = checkpoint.load(run_dir / CHECKPOINT_FILE)
     o = validate(opts)
     if config is None and o["data"] is not None:
@@ -243,13 +245,14 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
             f"images, the data has {'x'.join(map(str, data.image_shape))}"
         )
     device = resolve(o["device"])
+    footprint.check(o, spec, data.image_shape, device, EVAL_BATCH)  # a run too big for the memory is refused
     trainer = Trainer(o, spec, data, device)
     if snapshot is not None:
         export_json.load_into(trainer.model, snapshot, source=o["init_from"])
 
     target = o["epochs"]
     if config is None:
-        run_dir = new_run_dir(o["out"], COMMAND)
+        run_dir = lock_run(new_run_dir(o["out"], COMMAND))
         config = write_config(
             run_dir, COMMAND, o, device=device, data=data.describe(),
             network={"arch": spec, "label": label, "input_shape": list(data.image_shape),

@@ -3,7 +3,11 @@
 Bad input is one line `Error: ...` and exit code 2, never a traceback:
 ValueError/TypeError/DeviceUnavailable/OSError raised by a command become
 InputError; click's own usage errors (bad option value, unknown option) are
-shortened to one line by the Commands group.
+shortened to one line by the Commands group. So does a MemoryError that gets
+past a command's own estimate of what it will allocate (runner.common.footprint).
+A second Ctrl-C during training (runs.Interrupt's SecondInterrupt), or one
+where no training loop takes it as a request, is one line too, and exit code
+130 like the first, not click's "Aborted!" and 1.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class OneLineUsageError(click.UsageError):
 
     def show(self, file=None):
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"Error: {self.format_message()}{hint}", file=file or click.get_text_stream("stderr"))
+        click.echo(f"Error: {self.format_message()}{hint}", file=file, err=True)
 
 
 def _one_line(exc: click.UsageError) -> OneLineUsageError:
@@ -89,8 +93,13 @@ def given_options(ctx: click.Context, options: dict) -> set[str]:
             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
 
 
+STOPPED = "stopped by Ctrl-C: nothing more is saved"
+
+
 def user_errors(func):
-    """Turn ValueError/TypeError/DeviceUnavailable/OSError into one-line exit-2 errors."""
+    """Turn ValueError/TypeError/DeviceUnavailable/OSError/MemoryError into one-line exit-2 errors,
+    and Ctrl-C that reaches the command (a second one during training: runs.SecondInterrupt;
+    one outside a training loop) into one line and exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -103,5 +112,12 @@ def user_errors(func):
         except OSError as exc:  # a missing, unreadable or unwritable path the command was given
             target = f": {exc.filename}" if exc.filename else ""
             raise InputError(f"{exc.strerror or exc}{target}") from None
+        except MemoryError as exc:  # numpy's says what it could not allocate
+            raise InputError(f"out of memory: {exc}" if str(exc) else "out of memory") from None
+        except KeyboardInterrupt as exc:  # Ctrl-C where no runs.Interrupt turns it into a request
+            from runner.common.runs import SecondInterrupt  # start-up time: runs loads numpy
+
+            click.echo(str(exc) if isinstance(exc, SecondInterrupt) else STOPPED, err=True)
+            raise click.exceptions.Exit(130) from None
 
     return wrapper

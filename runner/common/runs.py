@@ -2,16 +2,36 @@
 
 Everything is written to a temporary name in the same folder and renamed, so
 an interrupted run never leaves a half-written file over a good one.
+
+One process writes into a run folder at a time: `RunLock` holds an exclusive,
+non-blocking flock on RUN/.lock (the holder's pid inside) and a second process
+is refused with a ValueError naming that pid. A training command decorated
+with `with_run_locks` calls `lock_run(run_dir)` once it knows its folder (a new
+one, or the one --resume names); the lock is released when the command returns
+or raises, and by the OS when the process dies. Where fcntl is missing
+(Windows) nothing is locked.
+
+Ctrl-C during training is a request (`Interrupt`); a second one stops at once
+with `SecondInterrupt`, which the command line turns into exit code 130.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
+import errno
+import functools
 import json
 import os
 import secrets
 import signal
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, run folders are not locked
+    fcntl = None
 
 from numbanets.checkpoint import atomic_write_text
 from runner.common.system import versions
@@ -69,10 +89,18 @@ def write_csv(path: str | os.PathLike, frame, **to_csv_kwargs) -> None:
     atomic_write_text(path, frame.to_csv(index=False, **to_csv_kwargs))
 
 
+class SecondInterrupt(KeyboardInterrupt):
+    """A second Ctrl-C: the run stops where it is; what it saved stays, nothing more is saved."""
+
+    def __init__(self):
+        super().__init__("stopped at once by a second Ctrl-C: nothing more is saved "
+                         "(the run folder keeps its last checkpoint)")
+
+
 class Interrupt:
     """Ctrl-C as a request: SIGINT sets `requested`, which the training loop checks
     between steps (a step is never cut in half); a second Ctrl-C raises
-    KeyboardInterrupt at once. Off the main thread it installs nothing."""
+    SecondInterrupt (a KeyboardInterrupt) at once. Off the main thread it installs nothing."""
 
     def __init__(self):
         self.requested = False
@@ -87,13 +115,96 @@ class Interrupt:
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
+            raise SecondInterrupt
         self.requested = True
 
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
         return False
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """`with RunLock(run_dir):` holds an exclusive flock on run_dir/.lock, or raises ValueError
+    `<run_dir> is in use by another nbnets process (pid N)` at once (non-blocking).
+
+    The file holds the holder's pid and is removed on release, while still locked;
+    a process that opened it before the removal finds, once it has the lock, that
+    the name now points elsewhere (or nowhere) and tries again."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    return self  # a folder no one can write to needs no lock: writing into it fails anyway
+                raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise ValueError(f"{self.run_dir} is in use by another nbnets process (pid {holder})") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the holder removed the file as we opened it: lock the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(self._fd)  # closing the file releases the lock
+            self._fd = None
+        return False
+
+
+_HELD: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("run_locks", default=None)
+
+
+def with_run_locks(func):
+    """Decorator: the run folders `func` locks with `lock_run` stay locked until it returns or raises."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            token = _HELD.set(stack)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _HELD.reset(token)
+
+    return wrapper
+
+
+def lock_run(run_dir: Path) -> Path:
+    """Enter RunLock(run_dir) for the rest of the enclosing `with_run_locks` call; returns run_dir."""
+    stack = _HELD.get()
+    if stack is None:
+        raise RuntimeError("lock_run needs a caller decorated with runs.with_run_locks")
+    stack.enter_context(RunLock(run_dir))
+    return run_dir
 
 
 def resume_rule(overrides, relocatable=()) -> str:

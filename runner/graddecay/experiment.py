@@ -23,6 +23,7 @@ from numbanets import gradstats as gs
 from numbanets.data.text import BatchStream, Vocabulary, builtin_corpus
 from numbanets.nn.models import CharLM
 from numbanets.optim import clip_grad_norm, make_optimizer
+from runner.graddecay import footprint
 from runner.graddecay.options import DEFAULT_INPUT_SIZE, Options, validate
 
 class CorpusWindows:
@@ -169,6 +170,7 @@ def collect(o: Options, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame
     o = validate(o)
     corpus = CorpusWindows() if (o.input == "corpus" or o.train_steps > 0) else None
     d = input_size(o, corpus)
+    footprint.check(o, d)  # refuse a run too big for the memory before its first array is drawn
     # the input drive x_t @ w_ih.T has unit variance per unit: N(0, 1/D) weights for N(0, 1)
     # input, N(0, 1) weights for one-hot input (also when a char LM is trained)
     input_scale = math.sqrt(d) if corpus is not None else 1.0
