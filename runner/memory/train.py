@@ -50,8 +50,8 @@ class RunSpec:
     batch_size: int = 32
     lr: float = 3e-3
     clip: float = 1.0
-    max_steps: int = 1500
-    eval_every: int = 50
+    max_steps: int = 3000
+    eval_every: int = 100
     solved: float = 0.99
     test_size: int = 512
     symbols: int = 8
