@@ -54,9 +54,9 @@ from runner.charlm.options import (
 )
 from runner.charlm.sample import default_prime, generate
 from runner.common.progress import ProgressBar
-from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, write_json, with_run_locks
+from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, with_run_locks
 from runner.common.threads import Threads
-from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, write_metrics
+from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, record_resume, write_metrics
 
 __all__ = ["DEFAULT_STEPS", "METRIC_COLUMNS", "BatchStream", "NonFiniteLoss", "RunResult", "Trainer",
            "planned_steps", "prepare_data", "train", "validate"]
@@ -238,12 +238,8 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
         samples_text = _samples_upto(samples_text, trainer.step)
         elapsed0 = float(ckpt_meta.get("elapsed_s", rows[-1]["elapsed_s"] if rows else 0.0))
         if trainer.step < target:  # a resume that trains nothing leaves config.json as it is
-            changed = {k: o[k] for k in given if k in RESUME_OVERRIDES or k in RELOCATABLE}
-            config.setdefault("resumed", []).append(
-                {"at_step": trainer.step, "steps": target, "device": device, "options_changed": changed})
-            if "corpus" in changed:
-                config["options"]["corpus"] = o["corpus"]  # where the next --resume finds it
-            write_json(run_dir / "config.json", config)
+            record_resume(run_dir, config, o, given, RESUME_OVERRIDES, RELOCATABLE,
+                          {"at_step": trainer.step, "steps": target, "device": device})
 
     ent = data.unigram_entropy
     echo(f"corpus  {corpus.name}: {len(corpus.text):,} chars, {len(vocab or data.vocab)} symbols, "

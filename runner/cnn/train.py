@@ -48,8 +48,8 @@ from runner.cnn.options import (
     COMMAND, METRIC_COLUMNS, RELOCATABLE, RESUME_OVERRIDES, resolve_arch, resolve_resume, validate,
 )
 from runner.cnn.plots import write_plots
-from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, write_csv, write_json, with_run_locks
-from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, write_metrics
+from runner.common.runs import Interrupt, lock_run, new_run_dir, write_config, write_csv, with_run_locks
+from runner.common.training import CHECKPOINT_FILE, NonFiniteLoss, RunResult, read_metrics, record_resume, write_metrics
 
 EVAL_BATCH = 500  # test images per forward pass in evaluate()
 
@@ -270,12 +270,8 @@ def train(opts: dict, given=(), resume: str | None = None, echo=None, on_checkpo
         rows = read_metrics(run_dir, METRIC_COLUMNS, "epoch", trainer.epoch)
         elapsed0 = float(ckpt_meta.get("elapsed_s", rows[-1]["elapsed_s"] if rows else 0.0))
         if trainer.epoch < target:  # a resume that trains nothing leaves config.json as it is
-            changed = {k: o[k] for k in given if k in RESUME_OVERRIDES or k in RELOCATABLE}
-            config.setdefault("resumed", []).append(
-                {"at_epoch": trainer.epoch, "epochs": target, "device": device, "options_changed": changed})
-            if "data" in changed:
-                config["options"]["data"] = o["data"]  # where the next --resume finds it
-            write_json(run_dir / "config.json", config)
+            record_resume(run_dir, config, o, given, RESUME_OVERRIDES, RELOCATABLE,
+                          {"at_epoch": trainer.epoch, "epochs": target, "device": device})
 
     d = data
     echo(f"data    {d.name}: {d.x_train.shape[0]:,} train / {d.x_test.shape[0]:,} test images of "

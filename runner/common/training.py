@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from numbanets import checkpoint
-from runner.common.runs import write_csv
+from runner.common.runs import write_csv, write_json
 
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.csv"
@@ -57,6 +57,19 @@ def read_metrics(run_dir: Path, columns: list[str], key: str, upto: int) -> list
     if missing:
         raise ValueError(f"{path} lacks the columns {', '.join(missing)}")
     return frame[frame[key] <= upto][columns].to_dict("records")
+
+
+def record_resume(run_dir: Path, config: dict, opts: dict, given, overrides, relocatable: dict,
+                  entry: dict) -> None:
+    """Append this --resume session to config.json's `resumed` (`entry`: where it starts, its target,
+    its device; plus the options it changed) and point a moved file option (`relocatable`: --corpus,
+    --data) at its new path, where the next --resume finds it; config.json is written at once."""
+    changed = {k: opts[k] for k in given if k in overrides or k in relocatable}
+    config.setdefault("resumed", []).append({**entry, "options_changed": changed})
+    for name in relocatable:
+        if name in changed:
+            config["options"][name] = opts[name]
+    write_json(run_dir / "config.json", config)
 
 
 def section(arrays: dict, prefix: str) -> dict:
