@@ -1,12 +1,18 @@
 """Models built from the layers. A model is just a Module.
 
     CharLM(vocab_size, hidden, layers, cell="lstm", activation="tanh", forget_bias=1.0, *,
-           rng, dtype=np.float32, init="uniform", init_scale=None)
+           rng, dtype=np.float32, init="uniform", init_scale=None, dropout=0.0, dropout_rng=None)
 
 A character language model (Karpathy's char-rnn): one-hot characters in, a
 stack of `layers` RNN or LSTM layers of `hidden` units, a linear read-out to
 `vocab_size` logits. Children: "rnn" (numbanets.nn.RNN or LSTM, layers l0, l1,
 ...) and "head" (Linear(hidden, vocab_size)).
+
+dropout > 0 (char-rnn's -dropout, Zaremba et al. 2014): inverted dropout on the
+output of every recurrent layer, into the next layer and into the read-out, never
+on the recurrent connections; masks drawn from `dropout_rng` (a generator of its
+own, so the initial weights do not depend on it); off in eval mode (`m.eval()`:
+evaluation and sampling).
 
     logits, state = m.forward(idx, state)     idx (T, N) ints -> logits (T*N, V), row t*N + n
     m.backward(dlogits)                       accumulates every parameter's gradient
@@ -28,7 +34,7 @@ import numpy as np
 
 from numbanets import functional as F
 from numbanets.device import to_device, to_host
-from numbanets.nn.layers import Linear
+from numbanets.nn.layers import Dropout, Linear
 from numbanets.nn.module import Module
 from numbanets.nn.recurrent import LSTM, RNN
 
@@ -39,7 +45,7 @@ CELLS = ("rnn", "lstm")
 
 class CharLM(Module):
     def __init__(self, vocab_size, hidden, layers, cell="lstm", activation="tanh", forget_bias=1.0, *,
-                 rng, dtype=np.float32, init="uniform", init_scale=None):
+                 rng, dtype=np.float32, init="uniform", init_scale=None, dropout=0.0, dropout_rng=None):
         super().__init__()
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
             raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
@@ -49,13 +55,17 @@ class CharLM(Module):
         self.dtype = np.dtype(dtype)
         self._config = dict(vocab_size=int(vocab_size), hidden=int(hidden), layers=int(layers), cell=cell,
                             activation=activation, forget_bias=float(forget_bias), init=init,
-                            init_scale=None if init_scale is None else float(init_scale), dtype=self.dtype.name)
+                            init_scale=None if init_scale is None else float(init_scale), dtype=self.dtype.name,
+                            dropout=float(dropout))
         if cell == "lstm":
             rnn = LSTM(vocab_size, hidden, layers, forget_bias, rng=rng, dtype=dtype, init=init, init_scale=init_scale)
         else:
             rnn = RNN(vocab_size, hidden, layers, activation, rng=rng, dtype=dtype, init=init, init_scale=init_scale)
         self.rnn = self.add_module("rnn", rnn)
         self.head = self.add_module("head", Linear(hidden, vocab_size, rng=rng, dtype=dtype))
+        self.dropout_rng = dropout_rng
+        self.drop = Dropout(dropout, rng=dropout_rng)  # the top layer's output, into the read-out
+        rnn.set_dropout(self.drop.p, dropout_rng)  # every other layer's output, into the next layer
         self.shape = None
 
     def config(self) -> dict:
@@ -91,7 +101,11 @@ class CharLM(Module):
             x = one_hot(to_device(x), self.vocab_size, self.dtype)
         # on the CPU the ids themselves: the first layer gathers rows of w_ih instead of a one-hot GEMM
         t, n = x.shape[0], x.shape[1]
+        if self.training and self.drop.p > 0 and self.dropout_rng is None:
+            raise RuntimeError("CharLM with dropout > 0 needs dropout_rng to train (or eval() to evaluate)")
         hs, state = self.rnn.forward(x, state)
+        self.drop.training = self.training
+        hs = self.drop.forward(hs)
         self.shape = (t, n)
         logits = self.head.forward(hs.reshape((t * n, self.hidden)))
         return logits, state
@@ -100,8 +114,8 @@ class CharLM(Module):
         """dlogits (T*N, V) -> gradient w.r.t. the one-hot input (T, N, V) (GPU), or None where the first
         layer took the ids themselves (CPU); parameter grads accumulate."""
         t, n = self.shape
-        dh = self.head.backward(dlogits)
-        return self.rnn.backward(dh.reshape((t, n, self.hidden)))
+        dh = self.drop.backward(self.head.backward(dlogits).reshape((t, n, self.hidden)))
+        return self.rnn.backward(dh)
 
     def _targets(self, targets, expected):
         targets = self._ids(targets, "targets")

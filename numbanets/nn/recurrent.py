@@ -5,6 +5,7 @@
 
     hs, state = m.forward(x, state=None)    x (T, N, D) -> hs (T, N, H) of the top layer
     dx = m.backward(dhs)                    dhs (T, N, H) = dL/dhs of the top layer
+    m.set_dropout(p, rng)                   inverted dropout between layers (torch's dropout=), train mode only
 
 state is one entry per layer, bottom first: RNN a list of h (N, H), LSTM a list
 of (h, c) pairs; None means zeros. The returned state is the last time step's,
@@ -24,6 +25,7 @@ import numpy as np
 from numbanets import functional as F
 from numbanets.nn import init as initializers
 from numbanets.nn.arrays import add_, zeros
+from numbanets.nn.layers import Dropout
 from numbanets.nn.module import Module
 
 __all__ = ["RNN", "LSTM", "RNNLayer", "LSTMLayer"]
@@ -109,7 +111,15 @@ class LSTMLayer(Module):
 
 
 class _Stack(Module):
-    """Layers l0, l1, ...: each one's hs is the next one's input."""
+    """Layers l0, l1, ...: each one's hs is the next one's input, through inverted dropout when
+    `set_dropout` asked for it (torch's `dropout=`: every layer's output but the last's)."""
+
+    drops = ()  # one Dropout per connection between layers; () = none
+
+    def set_dropout(self, p: float, rng) -> None:
+        """Inverted dropout with probability p on the outputs of every layer but the last (the non-recurrent
+        connections, Zaremba et al. 2014), masks drawn from `rng`; identity in eval mode and for p = 0."""
+        self.drops = tuple(Dropout(p, rng=rng) for _ in range(len(self.children) - 1)) if p > 0 else ()
 
     def _forward_stack(self, x, state):
         layers = list(self.children.values())
@@ -119,15 +129,21 @@ class _Stack(Module):
             got = len(state) if isinstance(state, (list, tuple)) else type(state).__name__
             raise ValueError(f"state must be a list with one entry per layer ({len(layers)}), got {got}")
         new_state = []
-        for layer, s in zip(layers, state):
+        for i, (layer, s) in enumerate(zip(layers, state)):
             x, last = layer.forward(x, s)
             new_state.append(last)
+            if i < len(self.drops):
+                self.drops[i].training = self.training
+                x = self.drops[i].forward(x)
         return x, new_state
 
     def backward(self, dhs):
         """dhs (T, N, H) of the top layer -> dx (T, N, D); parameter gradients accumulate."""
-        for layer in reversed(list(self.children.values())):
-            dhs = layer.backward(dhs)
+        layers = list(self.children.values())
+        for i in reversed(range(len(layers))):
+            if i < len(self.drops):
+                dhs = self.drops[i].backward(dhs)
+            dhs = layers[i].backward(dhs)
         return dhs
 
     @property

@@ -56,7 +56,8 @@ def training_state(trainer) -> tuple[dict, dict]:
         "hidden_state": layers if trainer.state is not None else None,
         "rng": {"seed": trainer.opts["seed"], "init": "numpy default_rng(seed)",
                 "samples": "numpy default_rng([seed, 1, step]) per sample",
-                "training": "no randomness after initialisation (no dropout)"},
+                "dropout": "numpy default_rng([seed, 2]): the dropout masks, in this state",
+                "dropout_state": trainer.model.dropout_rng.bit_generator.state},
         "best_val": trainer.best_val,
         "best_step": trainer.best_step,
         "optimizer": trainer.opts["optimizer"],
@@ -78,6 +79,9 @@ def restore(trainer, arrays: dict, meta: dict) -> None:
                 got = tuple(move(arrays[f"hidden/{i}/{name}"]) for name in ("h", "c")[:parts])
                 state.append(got if parts == 2 else got[0])
             trainer.state = state
+        dropout_state = (meta.get("rng") or {}).get("dropout_state")
+        if dropout_state is not None:  # (checkpoints from before --dropout have none: they trained without)
+            trainer.model.dropout_rng.bit_generator.state = dropout_state
         trainer.step = int(meta["step"])
         trainer.stream.position = int(meta["stream_position"])
         trainer.best_val = float(meta.get("best_val", math.inf))

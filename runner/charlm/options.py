@@ -44,6 +44,7 @@ DEFAULTS = {
     "lr_decay": 0.97,
     "clip": 5.0,
     "forget_bias": 1.0,
+    "dropout": 0.0,
     "init": "uniform",
     "init_scale": None,
     "steps": None,
@@ -89,6 +90,7 @@ def validate(opts: dict) -> dict:
     need(0 < o["lr_decay"] <= 1, f"--lr-decay must be in (0, 1] (1 = no decay), got {o['lr_decay']}")
     need(math.isfinite(o["clip"]) and o["clip"] >= 0, f"--clip must be >= 0 (0 = off), got {o['clip']}")
     need(math.isfinite(o["forget_bias"]), f"--forget-bias must be finite, got {o['forget_bias']}")
+    need(0 <= o["dropout"] < 1, f"--dropout must be in [0, 1), got {o['dropout']}")
     need(0 < o["val_frac"] < 1, f"--val-frac must be in (0, 1), got {o['val_frac']}")
     need(math.isfinite(o["temperature"]) and o["temperature"] >= 0, f"--temperature must be >= 0, got {o['temperature']}")
     if o["steps"] is not None:

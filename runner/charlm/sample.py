@@ -10,6 +10,8 @@ Sampling: the prime is run through the network to set its hidden state; then
 each next character is drawn from softmax(logits / temperature), restricted
 to the `top_k` most likely characters when top_k > 0; temperature 0 takes the
 most likely character (argmax). The same seed gives the same text.
+`beam > 0` runs beam search instead (runner.charlm.beam): the most probable
+continuations, with their log-probabilities.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from numbanets.data.text import Vocabulary
 from numbanets.device import resolve
 from numbanets.nn.models import CharLM
+from runner.charlm import beam as beam_search
 from runner.charlm import checkpoint
 
 
@@ -102,18 +105,30 @@ def load_model(source: str, device: str = "cpu"):
         raise ValueError(f"{path}: the vocabulary has {len(vocab)} characters but the model {model.vocab_size}")
     if device != "cpu":
         model.to(device)
-    return model, vocab, meta
+    return model.eval(), vocab, meta  # eval: no dropout
 
 
 def run(source: str, prime: str | None = None, length: int = 500, temperature: float = 0.8, top_k: int = 0,
-        seed: int = 0, device: str = "auto") -> str:
-    """The text `nbnets sample` prints."""
+        seed: int = 0, device: str = "auto", beam: int | None = None, n_best: int = 1,
+        length_penalty: float = 0.0, stop: str = "") -> str:
+    """The text `nbnets sample` prints: a sample, or with `beam` the best continuation (the n_best best,
+    each under a line with its log-probability, when n_best > 1)."""
     if not temperature >= 0:
         raise ValueError(f"--temperature must be >= 0, got {temperature}")
     if top_k < 0:
         raise ValueError(f"--top-k must be >= 0, got {top_k}")
+    if beam is None and (n_best != 1 or length_penalty != 0.0 or stop):
+        raise ValueError("--n-best, --length-penalty and --stop need --beam K")
+    if beam is not None and beam < 1:
+        raise ValueError(f"--beam must be >= 1, got {beam}")
     dev = resolve(device)
     model, vocab, meta = load_model(source, dev)
     if prime is None:
         prime = default_prime(vocab)
-    return generate(model, vocab, prime, length, temperature, top_k, np.random.default_rng(seed))
+    if beam is None:
+        return generate(model, vocab, prime, length, temperature, top_k, np.random.default_rng(seed))
+    best = beam_search.search(model, vocab, prime, length, beam, n_best, length_penalty, stop)
+    if n_best == 1:
+        return prime + best[0].text
+    return "\n\n".join(f"=== {i}: log-probability {h.log_prob:.6f} nats, {h.length} chars, score {h.score:.6f} ===\n"
+                       f"{prime}{h.text}" for i, h in enumerate(best, 1))

@@ -131,10 +131,14 @@ class Trainer:
     def evaluate(self) -> float:
         """Mean loss (nats/char) over every window of the validation text, state carried."""
         total, count, state = 0.0, 0, None
-        for x, y in self.val:
-            loss, state = self.model.loss(x, y, state)
-            total += loss
-            count += 1
+        self.model.eval()  # no dropout
+        try:
+            for x, y in self.val:
+                loss, state = self.model.loss(x, y, state)
+                total += loss
+                count += 1
+        finally:
+            self.model.train()
         return total / count
 
     def sample(self, length: int, temperature: float, prime: str | None = None) -> str:
@@ -143,7 +147,11 @@ class Trainer:
         # a generator seeded by (seed, step): the samples of a resumed run match, and
         # sampling never touches the training state
         rng = np.random.default_rng([self.opts["seed"], 1, self.step])
-        return generate(self.model, self.data.vocab, prime, length, temperature, 0, rng)
+        self.model.eval()  # no dropout
+        try:
+            return generate(self.model, self.data.vocab, prime, length, temperature, 0, rng)
+        finally:
+            self.model.train()
 
     # ----------------------------------------------------------------------- checkpoint
 

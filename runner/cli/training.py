@@ -126,6 +126,9 @@ _CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here s
 @click.option("--clip", type=FiniteFloatRange(min=0), default=5.0, show_default=True,
               help="Clip the global gradient norm to this (0 = off).")
 @click.option("--forget-bias", type=FINITE, default=1.0, show_default=True, help="Initial LSTM forget-gate bias.")
+@click.option("--dropout", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True,
+              help="Inverted dropout on every layer's output, into the next layer and the read-out "
+                   "(char-rnn's -dropout; never on the recurrent connections; off when evaluating and sampling).")
 @click.option("--init", type=click.Choice(("uniform", "normal", "orthogonal", "identity")), default="uniform",
               show_default=True, help="Recurrent weights: uniform(-s, s) (s = 0.08, as char-rnn), normal N(0, s^2) "
                                       "(s = 1/sqrt(H)), orthogonal gate blocks, or identity w_hh (IRNN).")
@@ -190,13 +193,30 @@ def train_charlm(ctx, resume, **options):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws: the same seed, the same text.")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
               help="Where to run the model (a checkpoint from either device runs on both).")
+@click.option("--beam", type=click.IntRange(min=1), default=None,
+              help="Beam search with K beams instead of sampling: the most probable continuation "
+                   "(--beam 1 is --temperature 0).")
+@click.option("--n-best", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --beam: print the N best continuations, each with its log-probability.")
+@click.option("--length-penalty", type=FiniteFloatRange(min=0), default=0.0, show_default=True,
+              help="With --beam: rank by log p / ((5 + n) / 6) ** A (GNMT); matters with --stop.")
+@click.option("--stop", default="",
+              help="With --beam: a continuation ends at any of these characters (e.g. $'\n': the best line).")
+@click.pass_context
 @user_errors
-def sample(source, prime, length, temperature, top_k, seed, device):
+def sample(ctx, source, prime, length, temperature, top_k, seed, device, beam, n_best, length_penalty, stop):
     """Generate text from a train-charlm run folder or checkpoint file.
 
     SOURCE is a run folder (its best.npz, else checkpoint.npz) or a .npz file.
     """
     from runner.charlm import sample as sampling  # start-up time
 
+    if beam is not None:
+        for name, value in (("temperature", temperature), ("top_k", top_k), ("seed", seed)):
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE and value:
+                raise ValueError(f"--beam searches for the most probable text: "
+                                 f"--{name.replace('_', '-')} does not apply")
+        temperature = 0.0
     click.echo(sampling.run(source, prime=prime, length=length, temperature=temperature, top_k=top_k,
-                              seed=seed, device=device))
+                              seed=seed, device=device, beam=beam, n_best=n_best, length_penalty=length_penalty,
+                              stop=stop))
