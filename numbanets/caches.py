@@ -2,6 +2,7 @@
 
     hs, cache = functional.rnn_forward(...)          cache: RNNCache  -> functional.rnn_backward(dhs, cache)
     hs, (h_T, c_T), cache = functional.lstm_forward(...)  cache: LSTMCache -> functional.lstm_backward(dhs, cache)
+    hs, h_T, cache = functional.gru_forward(...)     cache: GRUCache  -> functional.gru_backward(dhs, cache)
 
 The arrays are the (contiguous) inputs and the forward's results, on the
 device the forward ran on. `inputs` says what `x` holds: INPUTS_DENSE, the
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 INPUTS_DENSE = "dense"
 INPUTS_IDS = "ids"
 
-__all__ = ["RNNCache", "LSTMCache", "INPUTS_DENSE", "INPUTS_IDS"]
+__all__ = ["RNNCache", "LSTMCache", "GRUCache", "INPUTS_DENSE", "INPUTS_IDS"]
 
 
 class RNNCache(NamedTuple):
@@ -49,3 +50,16 @@ class LSTMCache(NamedTuple):
     hs: Any              # (T, N, H)
     cs: Any              # (T, N, H) cell states
     gates: Any           # (T, N, 4H) i, f, g, o after sigmoid / tanh
+
+
+class GRUCache(NamedTuple):
+    """gru_forward's cache: the inputs, and per step the state, the gates and W_hn h_{t-1} + b_hn."""
+
+    inputs: str          # INPUTS_DENSE or INPUTS_IDS: what x holds
+    x: Any               # (T, N, D) float, or (T, N) int64 ids
+    h0: Any              # (N, H)
+    w_ih: Any            # (3H, D)
+    w_hh: Any            # (3H, H)
+    hs: Any              # (T, N, H)
+    gates: Any           # (T, N, 3H) r, z, n after sigmoid / tanh
+    hns: Any             # (T, N, H) h_{t-1} W_hn^T + b_hn (what r multiplies)

@@ -12,6 +12,7 @@ Layouts are PyTorch's, so weights move across:
     linear          x (N, D)        w (O, D)                 b (O,)  -> y (N, O)
     rnn_forward     x (T, N, D)  h0 (N, H)  w_ih (H, D)  w_hh (H, H)  b (H,)    -> hs (T, N, H)
     lstm_forward    x (T, N, D)  h0, c0 (N, H)  w_ih (4H, D)  w_hh (4H, H)  b (4H,), gates i, f, g, o
+    gru_forward     x (T, N, D)  h0 (N, H)  w_ih (3H, D)  w_hh (3H, H)  b_ih, b_hh (3H,), gates r, z, n
 
 Every function checks its input and raises a ValueError (wrong shape, size or
 option) or TypeError (wrong kind of array or dtype) that names what it expected
@@ -27,7 +28,7 @@ import math
 import numpy as np
 
 from numbanets import shapes
-from numbanets.caches import INPUTS_DENSE, INPUTS_IDS, LSTMCache, RNNCache
+from numbanets.caches import INPUTS_DENSE, INPUTS_IDS, GRUCache, LSTMCache, RNNCache
 from numbanets.device import is_device_array
 from numbanets.kernels.codes import ACTIVATION_CODES, ACTIVATIONS
 
@@ -38,7 +39,7 @@ __all__ = [
     "max_pool2d", "max_pool2d_backward", "max_pool1d", "max_pool1d_backward",
     "linear", "linear_backward", "activation", "activation_backward", "softmax",
     "softmax_cross_entropy", "rnn_forward", "rnn_backward", "lstm_forward",
-    "lstm_backward", "clip_grad_norm",
+    "lstm_backward", "gru_forward", "gru_backward", "clip_grad_norm",
 ]
 
 
@@ -399,12 +400,12 @@ def softmax_cross_entropy(logits, targets):
 
 # --------------------------------------------------------------------------- recurrent
 
-def _check_sequence(x, h0, w_ih, w_hh, b, gates: int):
+def _check_sequence(x, h0, w_ih, w_hh, b, gates: int, b_name: str = "b"):
     _check_float("x", x, 3)
-    return _check_sequence_shape(x.shape, h0, w_ih, w_hh, b, gates)
+    return _check_sequence_shape(x.shape, h0, w_ih, w_hh, b, gates, b_name)
 
 
-def _check_sequence_shape(x_shape, h0, w_ih, w_hh, b, gates: int):
+def _check_sequence_shape(x_shape, h0, w_ih, w_hh, b, gates: int, b_name: str = "b"):
     """_check_sequence's checks of the weights and h0 against an input of shape x_shape (T, N, D) -> H."""
     _check_float("w_ih", w_ih, 2)
     _check_float("w_hh", w_hh, 2)
@@ -416,7 +417,7 @@ def _check_sequence_shape(x_shape, h0, w_ih, w_hh, b, gates: int):
     if w_ih.shape[1] != d:
         raise ValueError(f"w_ih must have shape ({gh}, {d}) for input size D = {d}, got {tuple(w_ih.shape)}")
     _check_float("w_hh", w_hh, shape=(gh, h))
-    _check_float("b", b, shape=(gh,))
+    _check_float(b_name, b, shape=(gh,))
     _check_float("h0", h0, shape=(n, h))
     if t < 1:
         raise ValueError("x must hold at least one time step (T >= 1)")
@@ -516,6 +517,62 @@ def lstm_backward(dhs, cache, dc_T=None):
     )
 
 
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """GRU over a whole sequence, gates r, z, n (torch.nn.GRU's definition, order and layout).
+
+    x (T, N, D), h0 (N, H), w_ih (3H, D), w_hh (3H, H), b_ih (3H,), b_hh (3H,)
+    (both biases: b_hn is multiplied by r, so they do not sum into one). Returns
+    (hs (T, N, H), h_T (N, H), cache), cache a numbanets.caches.GRUCache for
+    gru_backward.
+
+    x may also be an integer numpy array (T, N) of ids in 0..D-1 standing for
+    their one-hot vectors, as in lstm_forward (CPU only; gru_backward then
+    returns None for dx).
+    """
+    if _is_ids(x):
+        k = _ids_backend(h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+        ids = _check_ids_sequence(x, h0, w_ih, w_hh, b_ih, 3, "b_ih")
+        _check_float("b_hh", b_hh, shape=b_ih.shape)
+        _same_dtype(h0=h0, b_hh=b_hh)
+        h0, w_ih, w_hh, b_ih, b_hh = (k.contiguous(a) for a in (h0, w_ih, w_hh, b_ih, b_hh))
+        gates = k.embedding.one_hot_projection(ids, w_ih)
+        hs, gates, hns = k.gru.gru_forward_gates(gates, h0, w_hh, b_ih, b_hh)
+        return hs, hs[-1], GRUCache(INPUTS_IDS, ids, h0, w_ih, w_hh, hs, gates, hns)
+    k = backend_of(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    _check_sequence(x, h0, w_ih, w_hh, b_ih, 3, "b_ih")
+    _check_float("b_hh", b_hh, shape=b_ih.shape)
+    _same_dtype(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    x, h0, w_ih, w_hh, b_ih, b_hh = (k.contiguous(a) for a in (x, h0, w_ih, w_hh, b_ih, b_hh))
+    hs, gates, hns = k.gru.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    return hs, hs[-1], GRUCache(INPUTS_DENSE, x, h0, w_ih, w_hh, hs, gates, hns)
+
+
+def gru_backward(dhs, cache, dh_T=None):
+    """Backpropagation through time of gru_forward.
+
+    dhs (T, N, H) = dL/dh_t for every t; dh_T (N, H) an extra gradient into the
+    last state (as from the next window). Returns
+    (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); dx is None for ids input.
+    """
+    if not isinstance(cache, GRUCache):
+        raise TypeError("cache must be the third value returned by gru_forward")
+    c = cache
+    k = backend_of(dhs=dhs, h0=c.h0, dh_T=dh_T)
+    _check_float("dhs", dhs, shape=c.hs.shape)
+    if dh_T is None:
+        dh_T = k.zeros(c.h0.shape, c.h0.dtype)
+    else:
+        _check_float("dh_T", dh_T, shape=c.h0.shape)
+    _same_dtype(dhs=dhs, dh_T=dh_T, h0=c.h0)
+    dhs, dh_T = k.contiguous(dhs), k.contiguous(dh_T)
+    if c.inputs == INPUTS_IDS:
+        gi, gh, dh0 = k.gru.gru_backward_gates(dhs, dh_T, c.h0, c.w_hh, c.hs, c.gates, c.hns)
+        dw_ih, db_ih = k.embedding.one_hot_input_grads(gi, c.x, c.w_ih.shape[1])
+        dw_hh, db_hh = k.gru.gru_param_grads(gh, c.h0, c.hs)
+        return None, dh0, dw_ih, dw_hh, db_ih, db_hh
+    return k.gru.gru_backward(dhs, dh_T, c.x, c.h0, c.w_ih, c.w_hh, c.hs, c.gates, c.hns)
+
+
 def _is_ids(x) -> bool:
     """True for an integer numpy array (T, N): character ids standing for one-hot inputs."""
     return isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer)
@@ -528,11 +585,11 @@ def _ids_backend(**arrays) -> Backend:
     return k
 
 
-def _check_ids_sequence(ids, h0, w_ih, w_hh, b, gates: int) -> np.ndarray:
+def _check_ids_sequence(ids, h0, w_ih, w_hh, b, gates: int, b_name: str = "b") -> np.ndarray:
     """The checks of a (T, N, D) input for ids (T, N) into the D columns of w_ih -> ids as int64."""
     t, n = ids.shape
     _check_float("w_ih", w_ih, 2)
-    _check_sequence_shape((t, n, w_ih.shape[1]), h0, w_ih, w_hh, b, gates)
+    _check_sequence_shape((t, n, w_ih.shape[1]), h0, w_ih, w_hh, b, gates, b_name)
     _same_dtype(h0=h0, w_ih=w_ih, w_hh=w_hh, b=b)
     if ids.size and (ids.min() < 0 or ids.max() >= w_ih.shape[1]):
         bad = ids.min() if ids.min() < 0 else ids.max()

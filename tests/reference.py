@@ -359,6 +359,40 @@ def lstm_ref(x, h0, c0, w_ih, w_hh, b):
     return hs, cs
 
 
+def gru_ref(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """GRU, gate rows r [0:H], z [H:2H], n [2H:3H] (torch.nn.GRU layout and definition).
+
+    i_q[n,j] = b_ih[qH+j] + sum_d w_ih[qH+j,d] x_t[n,d]     h_q[n,j] = b_hh[qH+j] + sum_k w_hh[qH+j,k] h_{t-1}[n,k]
+    r = sigmoid(i_r + h_r), z = sigmoid(i_z + h_z), n = tanh(i_n + r * h_n); h_t = (1 - z) * n + z * h_{t-1}.
+    x (T, N, D), h0 (N, H), w_ih (3H, D), w_hh (3H, H), b_ih, b_hh (3H,) -> hs (T, N, H).
+    """
+    x, h0, w_ih, w_hh, b_ih, b_hh = (_f64(a) for a in (x, h0, w_ih, w_hh, b_ih, b_hh))
+    T, N, D = x.shape
+    H = w_hh.shape[1]
+    hs = np.zeros((T, N, H))
+    h_prev = h0.copy()
+    for t in range(T):
+        for n in range(N):
+            for j in range(H):
+                inp, rec = [], []
+                for q in range(3):  # r, z, n
+                    row = q * H + j
+                    acc_i = b_ih[row]
+                    for d in range(D):
+                        acc_i += w_ih[row, d] * x[t, n, d]
+                    acc_h = b_hh[row]
+                    for k in range(H):
+                        acc_h += w_hh[row, k] * h_prev[n, k]
+                    inp.append(float(acc_i))
+                    rec.append(float(acc_h))
+                r_gate = _sigmoid(inp[0] + rec[0])
+                z_gate = _sigmoid(inp[1] + rec[1])
+                n_gate = math.tanh(inp[2] + r_gate * rec[2])
+                hs[t, n, j] = (1.0 - z_gate) * n_gate + z_gate * h_prev[n, j]
+        h_prev = hs[t]
+    return hs
+
+
 # ---------------------------------------------------------------- clipping --
 
 def clip_grad_norm_ref(grads, max_norm):

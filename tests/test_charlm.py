@@ -52,7 +52,7 @@ def test_validate_names_the_option():
     with pytest.raises(ValueError, match="--clip must be >= 0"):
         charlm.validate({"clip": -1.0})
     with pytest.raises(ValueError, match="--cell must be one of"):
-        charlm.validate({"cell": "gru"})
+        charlm.validate({"cell": "transformer"})
     assert charlm.planned_steps(charlm.validate({}), 100) == charlm.DEFAULT_STEPS
     assert charlm.planned_steps(charlm.validate({"epochs": 1.5}), 100) == 150
 

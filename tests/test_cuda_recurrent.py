@@ -1,4 +1,4 @@
-"""CUDA RNN and LSTM kernels (numbanets.kernels.cuda.rnn / .lstm) against the CPU kernels.
+"""CUDA RNN, LSTM and GRU kernels (numbanets.kernels.cuda.rnn / .lstm / .gru) against the CPU kernels.
 
 Run under the CUDA simulator (set before numba is imported):
 
@@ -23,9 +23,11 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not _USABLE, reason=f"no CUDA
 if _USABLE:
     from numba import cuda
 
+    from numbanets.kernels.cpu import gru as cpu_gru
     from numbanets.kernels.cpu import lstm as cpu_lstm
     from numbanets.kernels.cpu import rnn as cpu_rnn
     from numbanets.kernels.cpu.activations import ACTIVATION_CODES
+    from numbanets.kernels.cuda import gru as gpu_gru
     from numbanets.kernels.cuda import lstm as gpu_lstm
     from numbanets.kernels.cuda import rnn as gpu_rnn
 
@@ -33,6 +35,7 @@ T, N, D, H = 3, 2, 5, 7          # not multiples of the gemm tile (16) or the 1-
 DTYPES = [np.float32, np.float64]
 RNN_GRADS = ("dx", "dh0", "dw_ih", "dw_hh", "db")
 LSTM_GRADS = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db")
+GRU_GRADS = ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")
 
 
 def _tol(dtype):
@@ -126,3 +129,26 @@ def test_sum_rows_matches_numpy(rng):
     a = rng.standard_normal((37, 45))
     out = gpu_rnn.sum_rows(cuda.to_device(a))
     np.testing.assert_allclose(out.copy_to_host(), a.sum(axis=0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("steps", [T, 1], ids=["T3", "T1"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gru_forward_backward_match_cpu(rng, dtype, steps):
+    x, h0, w_ih, w_hh, b_ih = _rnn_inputs(rng, dtype, 3)
+    x = x[:steps]
+    b_hh = (rng.standard_normal(3 * H) * 0.5).astype(dtype)
+    dhs = rng.standard_normal((steps, N, H)).astype(dtype)
+    dh_T = rng.standard_normal((N, H)).astype(dtype)
+    hs_cpu, gates_cpu, hns_cpu = cpu_gru.gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh)
+    grads_cpu = cpu_gru.gru_backward(dhs, dh_T, x, h0, w_ih, w_hh, hs_cpu, gates_cpu, hns_cpu)
+
+    inputs = _dev(x, h0, w_ih, w_hh, b_ih, b_hh)
+    hs, gates, hns = gpu_gru.gru_forward(*inputs)
+    for name, got, want in (("hs", hs, hs_cpu), ("gates", gates, gates_cpu), ("hns", hns, hns_cpu)):
+        _check(got, want, dtype, name)
+    d_dh_T = cuda.to_device(dh_T)
+    grads = gpu_gru.gru_backward(*_dev(dhs), d_dh_T, *inputs[:4], *_dev(hs_cpu, gates_cpu, hns_cpu))
+    assert len(grads) == len(GRU_GRADS)
+    for name, got, want in zip(GRU_GRADS, grads, grads_cpu):
+        _check(got, want, dtype, name)
+    np.testing.assert_array_equal(d_dh_T.copy_to_host(), dh_T, err_msg="gru_backward modified dh_T")

@@ -125,6 +125,21 @@ def test_lstm_two_layers_gradients_through_the_unroll(rng):
     _check_model(model, lambda: model.forward(x)[0], rng.standard_normal((T, N, H)))
 
 
+def test_gru_two_layers_gradients_through_the_unroll(rng):
+    T, N, D, H = 4, 2, 3, 3
+    model = nn.GRU(D, H, layers=2, rng=rng, dtype=F64)
+    x = rng.standard_normal((T, N, D))
+    state = [rng.standard_normal((N, H)) * 0.5 for _ in range(2)]
+    hs, new_state = model.forward(x, state)
+    assert hs.shape == (T, N, H) and len(new_state) == 2
+    assert_close(new_state[1], hs[-1], name="top h_T")
+    assert [n for n, _, _ in model.named_parameters()] == [
+        "l0.w_ih", "l0.w_hh", "l0.b_ih", "l0.b_hh", "l1.w_ih", "l1.w_hh", "l1.b_ih", "l1.b_hh"]
+    assert model.children["l1"].params["w_hh"].shape == (3 * H, H)
+    _check_model(model, lambda: model.forward(x, state)[0], rng.standard_normal((T, N, H)), x=x)
+    _check_model(model, lambda: model.forward(x)[0], rng.standard_normal((T, N, H)))
+
+
 def test_lstm_forget_bias_and_state_validation(rng):
     H = 3
     model = nn.LSTM(2, H, forget_bias=2.0, init="normal", rng=rng)
@@ -140,7 +155,7 @@ def test_lstm_forget_bias_and_state_validation(rng):
 
 # --------------------------------------------------------------------------- CharLM
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_charlm_loss_and_grad_matches_finite_differences(rng, cell, layers):
     V, H, T, N = 5, 4, 3, 2
@@ -150,7 +165,7 @@ def test_charlm_loss_and_grad_matches_finite_differences(rng, cell, layers):
     state = None
     if layers == 2:  # a carried-in state: used in the forward pass, no gradient flows into it
         h = [rng.standard_normal((N, H)) * 0.5 for _ in range(2)]
-        state = h if cell == "rnn" else [(a, a[::-1].copy()) for a in h]
+        state = [(a, a[::-1].copy()) for a in h] if cell == "lstm" else h
     for _, _, g in model.named_parameters():  # dirty grads: loss_and_grad must zero them first
         g += 1.0
     loss, new_state = model.loss_and_grad(inputs, targets, state)
@@ -161,7 +176,7 @@ def test_charlm_loss_and_grad_matches_finite_differences(rng, cell, layers):
         _param_gradcheck(model, lambda: model.loss(inputs, targets, state)[0], name, p, grads[name])
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_charlm_carried_state_equals_one_long_window(rng, cell):
     V, H, T, N = 6, 5, 6, 3
     model = nn.CharLM(V, H, 2, cell=cell, rng=rng, dtype=F64)

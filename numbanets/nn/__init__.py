@@ -10,7 +10,7 @@ from numbanets.nn.layers import (Activation, Conv2D, Dropout, Flatten, Linear, M
                                  Sigmoid, Tanh)
 from numbanets.nn.models import CharLM
 from numbanets.nn.module import Module
-from numbanets.nn.recurrent import LSTM, RNN, LSTMLayer, RNNLayer
+from numbanets.nn.recurrent import GRU, LSTM, RNN, GRULayer, LSTMLayer, RNNLayer
 
 __all__ = ["Module", "Conv2D", "MaxPool2D", "Linear", "Flatten", "Activation", "ReLU", "Tanh", "Sigmoid",
-           "Dropout", "Sequential", "RNN", "LSTM", "RNNLayer", "LSTMLayer", "CharLM"]
+           "Dropout", "Sequential", "RNN", "LSTM", "GRU", "RNNLayer", "LSTMLayer", "GRULayer", "CharLM"]

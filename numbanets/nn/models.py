@@ -4,8 +4,8 @@
            rng, dtype=np.float32, init="uniform", init_scale=None, dropout=0.0, dropout_rng=None)
 
 A character language model (Karpathy's char-rnn): one-hot characters in, a
-stack of `layers` RNN or LSTM layers of `hidden` units, a linear read-out to
-`vocab_size` logits. Children: "rnn" (numbanets.nn.RNN or LSTM, layers l0, l1,
+stack of `layers` RNN, LSTM or GRU layers of `hidden` units, a linear read-out to
+`vocab_size` logits. Children: "rnn" (numbanets.nn.RNN, LSTM or GRU, layers l0, l1,
 ...) and "head" (Linear(hidden, vocab_size)).
 
 dropout > 0 (char-rnn's -dropout, Zaremba et al. 2014): inverted dropout on the
@@ -36,11 +36,11 @@ from numbanets import functional as F
 from numbanets.device import to_device, to_host
 from numbanets.nn.layers import Dropout, Linear
 from numbanets.nn.module import Module
-from numbanets.nn.recurrent import LSTM, RNN
+from numbanets.nn.recurrent import GRU, LSTM, RNN
 
 __all__ = ["CharLM", "CELLS"]
 
-CELLS = ("rnn", "lstm")
+CELLS = ("rnn", "lstm", "gru")
 
 
 class CharLM(Module):
@@ -59,6 +59,8 @@ class CharLM(Module):
                             dropout=float(dropout))
         if cell == "lstm":
             rnn = LSTM(vocab_size, hidden, layers, forget_bias, rng=rng, dtype=dtype, init=init, init_scale=init_scale)
+        elif cell == "gru":
+            rnn = GRU(vocab_size, hidden, layers, rng=rng, dtype=dtype, init=init, init_scale=init_scale)
         else:
             rnn = RNN(vocab_size, hidden, layers, activation, rng=rng, dtype=dtype, init=init, init_scale=init_scale)
         self.rnn = self.add_module("rnn", rnn)

@@ -1,21 +1,24 @@
-"""Recurrent layers: vanilla RNN and LSTM, stackable, the whole unroll in one kernel call.
+"""Recurrent layers: vanilla RNN, LSTM and GRU, stackable, the whole unroll in one kernel call.
 
     RNN(input_size, hidden_size, layers=1, activation="tanh", *, rng, dtype, init="uniform", init_scale=None)
     LSTM(input_size, hidden_size, layers=1, forget_bias=1.0, *, rng, dtype, init="uniform", init_scale=None)
+    GRU(input_size, hidden_size, layers=1, *, rng, dtype, init="uniform", init_scale=None)
 
     hs, state = m.forward(x, state=None)    x (T, N, D) -> hs (T, N, H) of the top layer
     dx = m.backward(dhs)                    dhs (T, N, H) = dL/dhs of the top layer
     m.set_dropout(p, rng)                   inverted dropout between layers (torch's dropout=), train mode only
 
-state is one entry per layer, bottom first: RNN a list of h (N, H), LSTM a list
-of (h, c) pairs; None means zeros. The returned state is the last time step's,
+state is one entry per layer, bottom first: RNN and GRU a list of h (N, H), LSTM
+a list of (h, c) pairs; None means zeros. The returned state is the last time step's,
 ready to be carried into the next window. Truncated BPTT: no gradient flows
 into the initial state that forward was given.
 
 Layers are children "l0", "l1", ... with parameters w_ih, w_hh, b in PyTorch's
 layout (RNN (H, D), (H, H), (H,); LSTM (4H, D), (4H, H), (4H,), gates i, f, g, o;
-the LSTM b is torch's bias_ih + bias_hh). Initialisers: numbanets.nn.init.recurrent;
-forget_bias is added to the f-gate slice b[H:2H] after initialisation.
+the LSTM b is torch's bias_ih + bias_hh). The GRU keeps torch's two biases, w_ih
+(3H, D), w_hh (3H, H), b_ih, b_hh (3H,), gates r, z, n: b_hn is multiplied by r,
+so they do not sum into one. Initialisers: numbanets.nn.init.recurrent (b_hh drawn
+like b); forget_bias is added to the f-gate slice b[H:2H] after initialisation.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from numbanets.nn.arrays import add_, zeros
 from numbanets.nn.layers import Dropout
 from numbanets.nn.module import Module
 
-__all__ = ["RNN", "LSTM", "RNNLayer", "LSTMLayer"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNLayer", "LSTMLayer", "GRULayer"]
 
 
 def _check_sizes(input_size, hidden_size, layers):
@@ -107,6 +110,43 @@ class LSTMLayer(Module):
         add_(self.grads["w_ih"], dw_ih)
         add_(self.grads["w_hh"], dw_hh)
         add_(self.grads["b"], db)
+        return dx
+
+
+class GRULayer(Module):
+    """One GRU layer, gates r, z, n: n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h."""
+
+    def __init__(self, input_size, hidden_size, *, rng, dtype=np.float32, init="uniform", init_scale=None):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        w_ih, w_hh, b_ih = initializers.recurrent(init, rng, input_size, hidden_size, 3, init_scale, dtype)
+        if init == "uniform":  # drawn like b_ih: U(-s, s), s the initialiser's scale
+            scale = 1.0 / np.sqrt(hidden_size) if init_scale is None else init_scale
+            b_hh = initializers.uniform(rng, (3 * hidden_size,), scale, dtype)
+        else:
+            b_hh = np.zeros(3 * hidden_size, dtype=dtype)
+        self.add_param("w_ih", w_ih)
+        self.add_param("w_hh", w_hh)
+        self.add_param("b_ih", b_ih)
+        self.add_param("b_hh", b_hh)
+        self.cache = None
+
+    def forward(self, x, h0=None):
+        """x (T, N, D), h0 (N, H) or None -> (hs (T, N, H), h_T (N, H)).
+
+        x may also be integer ids (T, N) of one-hot inputs (CPU; see F.gru_forward): backward then returns None.
+        """
+        if h0 is None:
+            h0 = zeros((x.shape[1], self.hidden_size), self.params["w_ih"].dtype, like=self.params["w_ih"])
+        p = self.params
+        hs, h_T, self.cache = F.gru_forward(x, h0, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        return hs, h_T
+
+    def backward(self, dhs):
+        dx, _dh0, dw_ih, dw_hh, db_ih, db_hh = F.gru_backward(dhs, self._saved("cache"))
+        self._release("cache")
+        for name, g in (("w_ih", dw_ih), ("w_hh", dw_hh), ("b_ih", db_ih), ("b_hh", db_hh)):
+            add_(self.grads[name], g)
         return dx
 
 
@@ -189,3 +229,20 @@ class LSTM(_Stack):
 
     def __repr__(self):
         return f"LSTM({self.input_size}, {self.hidden_size}, layers={self.layers}, forget_bias={self.forget_bias})"
+
+
+class GRU(_Stack):
+    def __init__(self, input_size, hidden_size, layers=1, *, rng, dtype=np.float32, init="uniform", init_scale=None):
+        super().__init__()
+        _check_sizes(input_size, hidden_size, layers)
+        self.input_size, self.hidden_size = input_size, hidden_size
+        for i in range(layers):
+            self.add_module(f"l{i}", GRULayer(input_size if i == 0 else hidden_size, hidden_size,
+                                              rng=rng, dtype=dtype, init=init, init_scale=init_scale))
+
+    def forward(self, x, state=None):
+        """x (T, N, D), state [h (N, H) per layer] or None -> (hs (T, N, H), state)."""
+        return self._forward_stack(x, state)
+
+    def __repr__(self):
+        return f"GRU({self.input_size}, {self.hidden_size}, layers={self.layers})"

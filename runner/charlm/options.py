@@ -20,7 +20,7 @@ METRIC_COLUMNS = [
     "grad_norm", "clipped", "lr", "chars_per_s", "elapsed_s",
 ]
 
-CELLS = ("lstm", "rnn")
+CELLS = ("lstm", "gru", "rnn")
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 OPTIMIZERS = ("rmsprop", "adagrad", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,6 +1,6 @@
 """`nbnets train-charlm`: the training run of a character-level language model.
 
-One-hot characters in, a stack of RNN or LSTM layers, a linear read-out,
+One-hot characters in, a stack of RNN, LSTM or GRU layers, a linear read-out,
 softmax cross-entropy; truncated backpropagation through time over windows of
 `seq_len` characters of `batch_size` parallel streams (char-rnn's batching,
 numbanets.data.text.BatchStream), the hidden state carried from one window to
@@ -172,7 +172,7 @@ class Trainer:
 
 def _describe_model(trainer: Trainer) -> str:
     o = trainer.opts
-    cell = "LSTM" if o["cell"] == "lstm" else f"RNN ({o['activation']})"
+    cell = o["cell"].upper() if o["cell"] != "rnn" else f"RNN ({o['activation']})"
     return (f"{cell} {o['layers']} x {o['hidden']}, {trainer.model.num_parameters():,} parameters, "
             f"{trainer.dtype.name} on {trainer.device}")
 

@@ -107,10 +107,10 @@ _CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here s
               help="UTF-8 text file to learn (default: the built-in corpus, the source of a fixed list of "
                    "Python standard-library modules; no download).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --corpus.")
-@click.option("--cell", type=click.Choice(("lstm", "rnn")), default="lstm", show_default=True,
-              help="Recurrent cell of every layer.")
+@click.option("--cell", type=click.Choice(("lstm", "gru", "rnn")), default="lstm", show_default=True,
+              help="Recurrent cell of every layer (gru: torch.nn.GRU's cell, gates r, z, n).")
 @click.option("--activation", type=click.Choice(("tanh", "sigmoid", "relu")), default="tanh", show_default=True,
-              help="Nonlinearity of the rnn cell (ignored by lstm).")
+              help="Nonlinearity of the rnn cell (ignored by lstm and gru).")
 @click.option("--hidden", type=click.IntRange(min=1), default=128, show_default=True, help="Hidden units per layer.")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=50, show_default=True,
@@ -166,7 +166,7 @@ _CHARLM_DEFAULT_STEPS = 3000  # runner.charlm.options.DEFAULT_STEPS (kept here s
 def train_charlm(ctx, resume, **options):
     """Train a character-level language model (char-rnn style).
 
-    One-hot characters, a stack of RNN or LSTM layers, a linear read-out and
+    One-hot characters, a stack of RNN, LSTM or GRU layers, a linear read-out and
     softmax cross-entropy, trained by truncated backpropagation through time
     with the hidden state carried across windows. Writes config.json,
     metrics.csv, samples.txt, checkpoint.npz/.json and best.npz to

@@ -9,6 +9,7 @@ columns of the ids, and no dx is computed (nothing flows into the ids).
 
     one_hot_projection(ids, w_ih)                 ids (T, N) int64 in 0..D-1, w_ih (G, D) -> (T, N, G)
     one_hot_param_grads(da, ids, d, h0, hs)       -> dw_ih (G, D), dw_hh (G, H), db (G,)
+    one_hot_input_grads(da, ids, d)               -> dw_ih (G, D), db (G,)   (the GRU's input side)
 
 dw_hh and db are computed as in rnn.sequence_param_grads (the RNN, G = H, and
 the LSTM, G = 4H).
@@ -20,7 +21,7 @@ from numba import njit
 from numbanets.kernels.cpu.blas import gemm, gemm_acc
 from numbanets.kernels.cpu.jit import JIT_OPTIONS
 
-__all__ = ["one_hot_projection", "one_hot_param_grads"]
+__all__ = ["one_hot_projection", "one_hot_param_grads", "one_hot_input_grads"]
 
 
 @njit(**JIT_OPTIONS)
@@ -40,28 +41,33 @@ def one_hot_projection(ids, w_ih):
 
 
 @njit(**JIT_OPTIONS)
-def one_hot_param_grads(da, ids, d, h0, hs):
-    # da (T, N, G) pre-activation gradients  ids (T, N) int64 in 0..d-1  h0 (N, H)  hs (T, N, H)
-    #   -> dw_ih (G, d) = da^T onehot (scatter-add), dw_hh (G, H), db (G,)
+def one_hot_input_grads(da, ids, d):
+    # da (T, N, G) gradients of the input projection  ids (T, N) int64 in 0..d-1
+    #   -> dw_ih (G, d) = da^T onehot (scatter-add), db (G,) = sum of da's rows
     T, N, G = da.shape
-    H = hs.shape[2]
     da2 = da.reshape(T * N, G)
     ids2 = ids.reshape(T * N)
     acc = np.zeros((d, G), dtype=da.dtype)  # dw_ih.T: contiguous rows to add into
+    db = np.zeros(G, dtype=da.dtype)
     for m in range(T * N):
         dst = acc[ids2[m]]
         src = da2[m]
         for g in range(G):
             dst[g] += src[g]
-    dw_ih = np.ascontiguousarray(acc.T)
+            db[g] += src[g]
+    return np.ascontiguousarray(acc.T), db
+
+
+@njit(**JIT_OPTIONS)
+def one_hot_param_grads(da, ids, d, h0, hs):
+    # da (T, N, G) pre-activation gradients  ids (T, N) int64 in 0..d-1  h0 (N, H)  hs (T, N, H)
+    #   -> dw_ih (G, d) = da^T onehot (scatter-add), dw_hh (G, H), db (G,)
+    T, N, G = da.shape
+    H = hs.shape[2]
+    dw_ih, db = one_hot_input_grads(da, ids, d)
     # h_prev of step t is h0 for t = 0 and hs[t-1] after: two GEMMs, no copy
     dw_hh = np.empty((G, H), dtype=da.dtype)
     gemm(da[0], True, h0, False, dw_hh)
     if T > 1:
-        gemm_acc(da2[N:], True, hs.reshape(T * N, H)[: (T - 1) * N], False, dw_hh)
-    db = np.zeros(G, dtype=da.dtype)
-    for m in range(T * N):
-        row = da2[m]
-        for r in range(G):
-            db[r] += row[r]
+        gemm_acc(da.reshape(T * N, G)[N:], True, hs.reshape(T * N, H)[: (T - 1) * N], False, dw_hh)
     return dw_ih, dw_hh, db
