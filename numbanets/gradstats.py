@@ -1,4 +1,4 @@
-"""Per-time-step gradient statistics of an unrolled RNN or LSTM (vanishing and exploding gradients).
+"""Per-time-step gradient statistics of an unrolled RNN, LSTM or GRU (vanishing and exploding gradients).
 
 Time steps are numbered t = 1 .. T; h_0 (and c_0) is the initial state, x_t
 the input of step t, k = T - t the number of steps between h_t and the last
@@ -11,13 +11,16 @@ the numbanets kernels (everything in float64):
           dc_t/dh_{t-1} = sum_gates diag(dc_t/da_gate) W_hh[gate],  dc_t/dc_{t-1} = diag(f_t)
           dh_t/dh_{t-1} = diag(tanh(c_t) o'(t)) W_hh[o] + diag(o_t tanh'(c_t)) dc_t/dh_{t-1}
           dh_t/dc_{t-1} = diag(o_t tanh'(c_t) f_t)
+    GRU   h_t = (1 - z) n + z h_{t-1},  n = tanh(a_n),  a_n = W_in x_t + b_in + r hn_t,  hn_t = W_hn h_{t-1} + b_hn
+          J_t = diag(z) + diag((1 - z) n' r) W_hn + diag((1 - z) n' hn_t r') W_hr + diag((h_{t-1} - n) z') W_hz
+                                                                             (H x H; r' = r (1 - r), ...)
 
 and multiplied: P(T, t) = J_T J_{T-1} ... J_{t+1} = ds_T/ds_t. For the LSTM,
 "dh_T/dh_t" is the h-to-h block of P(T, t) (every path through the gates and
 the cell, c_t held fixed) and "dc_T/dc_t" its c-to-c block. Spectral norms
 come from numpy's SVD. `kernel_jacobians` gets the same products from the
 backward kernels instead (unit-vector batches through functional.rnn_backward /
-lstm_backward on sub-sequences); the tests check that both agree with each
+lstm_backward / gru_backward on sub-sequences); the tests check that both agree with each
 other and with finite differences.
 
 The gradient itself (`grad_norm`) is what backpropagation through time
@@ -49,13 +52,15 @@ __all__ = [
     "spectral_norms", "decay_fit",
 ]
 
-# cell name -> (kind, activation). The LSTM's "activation" is tanh(c_t), the squashing of its cell output.
+# cell name -> (kind, activation). The LSTM's "activation" is tanh(c_t), the squashing of its cell output;
+# the GRU's tanh(n_t), its candidate state.
 CELLS = {
     "rnn-tanh": ("rnn", "tanh"),
     "rnn-sigmoid": ("rnn", "sigmoid"),
     "rnn-relu": ("rnn", "relu"),
     "rnn-identity": ("rnn", "identity"),
     "lstm": ("lstm", "tanh(c)"),
+    "gru": ("gru", "tanh(n)"),
 }
 DEFAULT_CELLS = ("rnn-tanh", "rnn-sigmoid", "rnn-relu", "lstm")
 INITS = ("normal", "uniform", "orthogonal", "identity", "zero")
@@ -76,7 +81,7 @@ SUMMARY_COLUMNS = (
 # --------------------------------------------------------------------------- cells and weights
 
 def cell_kind(name: str) -> tuple[str, str]:
-    """("rnn" | "lstm", activation) of a cell name; ValueError naming the choices."""
+    """("rnn" | "lstm" | "gru", activation) of a cell name; ValueError naming the choices."""
     if not isinstance(name, str) or name.lower() not in CELLS:
         raise ValueError(f"unknown cell {name!r}; choose from {', '.join(CELLS)}")
     return CELLS[name.lower()]
@@ -86,13 +91,15 @@ def cell_kind(name: str) -> tuple[str, str]:
 class Cell:
     """A recurrent cell's weights in numbanets' (PyTorch's) layout, float64.
 
-    RNN: w_ih (H, D), w_hh (H, H), b (H,); LSTM: w_ih (4H, D), w_hh (4H, H), b (4H,), gates i, f, g, o.
+    RNN: w_ih (H, D), w_hh (H, H), b (H,); LSTM: w_ih (4H, D), w_hh (4H, H), b (4H,), gates i, f, g, o;
+    GRU: w_ih (3H, D), w_hh (3H, H), b = b_ih (3H,) and b_hh (3H,), gates r, z, n.
     """
 
     name: str
     w_ih: np.ndarray
     w_hh: np.ndarray
     b: np.ndarray
+    b_hh: np.ndarray | None = None  # the GRU's second bias (None: zeros)
 
     @property
     def kind(self) -> str:
@@ -144,9 +151,10 @@ def make_cell(name: str, hidden: int, input_size: int, rng: np.random.Generator,
               input_scale: float | None = None) -> Cell:
     """Random weights for `name` (see CELLS).
 
-    w_hh: `recurrent_matrix(init, H, scale)` (the LSTM: one per gate block i, f, g, o);
+    w_hh: `recurrent_matrix(init, H, scale)` (the LSTM: one per gate block i, f, g, o; the GRU: r, z, n);
     w_ih: N(0, input_scale^2 / D) (default input_scale 1: unit-variance drive for N(0, 1) input);
-    b: `bias` for every RNN unit; the LSTM's b is 0 except the forget gate's, `forget_bias`.
+    b: `bias` for every RNN unit; the LSTM's b is 0 except the forget gate's, `forget_bias`; the GRU's
+    b_ih is 0 except the update gate's, `bias` (z = sigmoid(bias) with zero input and w_hh), b_hh = 0.
     """
     kind, _ = cell_kind(name)
     if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 1:
@@ -158,13 +166,17 @@ def make_cell(name: str, hidden: int, input_size: int, rng: np.random.Generator,
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
     h, d = int(hidden), int(input_size)
-    gates = 4 if kind == "lstm" else 1
+    gates = {"lstm": 4, "gru": 3}.get(kind, 1)
     s_in = 1.0 if input_scale is None else float(input_scale)
     w_hh = np.concatenate([recurrent_matrix(init, h, scale, rng) for _ in range(gates)])
     w_ih = rng.normal(0.0, s_in / math.sqrt(d), (gates * h, d))
     if kind == "lstm":
         b = np.zeros(4 * h)
         b[h:2 * h] = forget_bias
+    elif kind == "gru":
+        b = np.zeros(3 * h)
+        b[h:2 * h] = bias
+        return Cell(name.lower(), w_ih, np.ascontiguousarray(w_hh), b, np.zeros(3 * h))
     else:
         b = np.full(h, float(bias))
     return Cell(name.lower(), w_ih, np.ascontiguousarray(w_hh), b)
@@ -174,7 +186,8 @@ def make_cell(name: str, hidden: int, input_size: int, rng: np.random.Generator,
 
 @dataclass
 class Unroll:
-    """The forward pass of a cell over x, from the kernels. hs, cs (T, N, H); gates (T, N, 4H) or None."""
+    """The forward pass of a cell over x, from the kernels. hs, cs (T, N, H); gates (T, N, 4H or 3H) or None;
+    hns (T, N, H) the GRU's W_hn h_{t-1} + b_hn, else None."""
 
     cell: Cell
     x: np.ndarray
@@ -183,6 +196,7 @@ class Unroll:
     hs: np.ndarray
     cs: np.ndarray | None = None
     gates: np.ndarray | None = None
+    hns: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -197,9 +211,13 @@ class Unroll:
         return self.c0 if t == 0 else self.cs[t - 1]
 
     def dphi(self, t: int) -> np.ndarray:
-        """phi' at step t = 1 .. T (N, H): the RNN's activation; the LSTM's tanh(c_t), 1 - tanh^2."""
+        """phi' at step t = 1 .. T (N, H): the RNN's activation; the LSTM's tanh(c_t), 1 - tanh^2; the GRU's
+        candidate n_t = tanh(a_n), 1 - n^2."""
         if self.cell.kind == "lstm":
             return 1.0 - np.tanh(self.cs[t - 1]) ** 2
+        if self.cell.kind == "gru":
+            n = self.gates[t - 1][:, 2 * self.cell.hidden:]
+            return 1.0 - n * n
         return _dphi_from_output(self.hs[t - 1], self.cell.activation)
 
 
@@ -225,6 +243,10 @@ def _run(cell: Cell, x, h0, c0):
     if cell.kind == "lstm":
         hs, _, cache = F.lstm_forward(x, h0, c0, cell.w_ih, cell.w_hh, cell.b)
         return hs, cache.cs, cache.gates, cache
+    if cell.kind == "gru":
+        b_hh = np.zeros_like(cell.b) if cell.b_hh is None else cell.b_hh
+        hs, _, cache = F.gru_forward(x, h0, cell.w_ih, cell.w_hh, cell.b, b_hh)
+        return hs, None, cache.gates, cache
     hs, cache = F.rnn_forward(x, h0, cell.w_ih, cell.w_hh, cell.b, cell.activation)
     return hs, None, None, cache
 
@@ -237,8 +259,8 @@ def unroll(cell: Cell, x, h0, c0=None) -> Unroll:
         c0 = np.zeros_like(h0) if c0 is None else _f64(c0, "c0")
     else:
         c0 = None
-    hs, cs, gates, _ = _run(cell, x, h0, c0)
-    return Unroll(cell, x, h0, c0, hs, cs, gates)
+    hs, cs, gates, cache = _run(cell, x, h0, c0)
+    return Unroll(cell, x, h0, c0, hs, cs, gates, cache.hns if cell.kind == "gru" else None)
 
 
 # --------------------------------------------------------------------------- explicit Jacobians
@@ -258,17 +280,42 @@ def _lstm_pre(u: Unroll, t: int):
     return dc_da, dh_da, o * dtc * f, f
 
 
-def _through(diag4: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """sum over the 4 gates of diag(diag4[gate]) w[gate]: (N, 4H) x (4H, M) -> (N, H, M)."""
-    n, g4 = diag4.shape
-    return np.einsum("ngh,ghm->nhm", diag4.reshape(n, 4, g4 // 4), w.reshape(4, g4 // 4, w.shape[1]))
+def _through(diags: np.ndarray, w: np.ndarray, gates: int = 4) -> np.ndarray:
+    """sum over the gates of diag(diags[gate]) w[gate]: (N, gates*H) x (gates*H, M) -> (N, H, M)."""
+    n, gh = diags.shape
+    return np.einsum("ngh,ghm->nhm", diags.reshape(n, gates, gh // gates), w.reshape(gates, gh // gates, w.shape[1]))
+
+
+def _gru_pre(u: Unroll, t: int):
+    """The GRU's step t as three (N, H) diagonals, one per gate block r, z, n of a weight matrix W (3H, M):
+    d h_t / d(W v) = diag(dr) W_r + diag(dz) W_z + diag(dn) W_n, for v = h_{t-1} (W = w_hh) or x_t (W = w_ih,
+    where the n block is not multiplied by r: dn_input), and the direct path diag(z)."""
+    H = u.cell.hidden
+    g = u.gates[t - 1]
+    r, z, n = g[:, :H], g[:, H:2 * H], g[:, 2 * H:]
+    dn_input = (1.0 - z) * (1.0 - n * n)  # d h_t / d a_n
+    dr = dn_input * u.hns[t - 1] * r * (1.0 - r)
+    dz = (u.h(t - 1) - n) * z * (1.0 - z)
+    return dr, dz, dn_input * r, dn_input, z
+
+
+def _through3(dr, dz, dn, w: np.ndarray) -> np.ndarray:
+    """diag(dr) w[r] + diag(dz) w[z] + diag(dn) w[n]: three (N, H) diagonals and w (3H, M) -> (N, H, M)."""
+    return _through(np.concatenate([dr, dz, dn], axis=1), w, 3)
 
 
 def step_jacobian(u: Unroll, t: int) -> np.ndarray:
-    """J_t = d s_t / d s_{t-1}, t = 1 .. T: (N, H, H) for an RNN, (N, 2H, 2H) for an LSTM (h first, then c)."""
+    """J_t = d s_t / d s_{t-1}, t = 1 .. T: (N, H, H) for an RNN and a GRU, (N, 2H, 2H) for an LSTM (h first,
+    then c)."""
     cell = u.cell
     if cell.kind == "rnn":
         return u.dphi(t)[:, :, None] * cell.w_hh[None, :, :]
+    if cell.kind == "gru":
+        dr, dz, dn_rec, _, z = _gru_pre(u, t)
+        J = _through3(dr, dz, dn_rec, cell.w_hh)
+        idx = np.arange(cell.hidden)
+        J[:, idx, idx] += z
+        return J
     H = cell.hidden
     dc_da, dh_da, dh_dc, dc_dc = _lstm_pre(u, t)
     n = dc_da.shape[0]
@@ -302,6 +349,9 @@ def input_jacobian(u: Unroll, t: int) -> np.ndarray:
     cell = u.cell
     if cell.kind == "rnn":
         return u.dphi(t)[:, :, None] * cell.w_ih[None, :, :]
+    if cell.kind == "gru":
+        dr, dz, _, dn_input, _ = _gru_pre(u, t)
+        return _through3(dr, dz, dn_input, cell.w_ih)
     dc_da, dh_da, _, _ = _lstm_pre(u, t)
     return np.concatenate([_through(dh_da, cell.w_ih), _through(dc_da, cell.w_ih)], axis=1)
 
@@ -319,10 +369,13 @@ def spectral_norms(m: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the same through the backward kernels
 
 def _backward(cell: Cell, cache, dhs, dc_T=None):
-    """(dx, dh0, dc0) of the backward kernel (dc0 None for an RNN)."""
+    """(dx, dh0, dc0) of the backward kernel (dc0 None for an RNN and a GRU)."""
     if cell.kind == "lstm":
         dx, dh0, dc0, *_ = F.lstm_backward(dhs, cache, dc_T)
         return dx, dh0, dc0
+    if cell.kind == "gru":
+        dx, dh0, *_ = F.gru_backward(dhs, cache)
+        return dx, dh0, None
     dx, dh0, *_ = F.rnn_backward(dhs, cache)
     return dx, dh0, None
 
@@ -415,8 +468,8 @@ class GradStats:
 
 def _radius_and_norm(cell: Cell) -> tuple[float, float]:
     lam1 = float(np.linalg.norm(cell.w_hh, 2))
-    if cell.kind == "lstm":
-        return math.nan, lam1  # w_hh (4H, H) is not square: no spectral radius
+    if cell.kind != "rnn":
+        return math.nan, lam1  # w_hh (4H, H) or (3H, H) is not square: no spectral radius
     return float(np.max(np.abs(np.linalg.eigvals(cell.w_hh)))), lam1
 
 
@@ -519,7 +572,7 @@ def _gradient_statistics(cell: Cell, x, h0, readout, targets, c0, readout_bias) 
         cols["sens_out"][t - 1] = spectral_norms(np.einsum("oh,nhd->nod", R, Ah)).mean()
 
     rho, lam1 = _radius_and_norm(cell)
-    gamma = math.nan if lstm else GAMMA[cell.activation]
+    gamma = GAMMA[cell.activation] if cell.kind == "rnn" else math.nan
     slope, factor, to_1e3 = decay_fit(grad_norm)
     with np.errstate(divide="ignore", invalid="ignore"):
         eff = float(cols["jac_spec"][0] ** (1.0 / (T - 1))) if T > 1 else math.nan

@@ -81,6 +81,8 @@ def test_files_columns_and_rows(tmp_path):
     (["--cells", "rnn-relu", "--init", "identity", "--scale", "1", "--h0", "1"], "jac_spec", lambda k: 1.0 + 0 * k),
     (["--cells", "lstm", "--init", "zero", "--forget-bias", "1"], "dc_norm",
      lambda k: (1 / (1 + math.exp(-1))) ** k),
+    (["--cells", "gru", "--init", "zero", "--bias", "1"], "jac_spec", lambda k: (1 / (1 + math.exp(-1))) ** k),
+    (["--cells", "gru", "--init", "zero", "--bias=-1"], "grad_ratio", lambda k: (1 / (1 + math.exp(1))) ** k),
 ])
 def test_readme_theory_lines_from_the_command_line(tmp_path, args, column, expected):
     result = invoke(tmp_path, "--steps", "7", "--input", "zero", *SMALL, *args)
@@ -150,7 +152,7 @@ def test_without_matplotlib_the_csvs_and_table_still_come_out(tmp_path, monkeypa
 
 @pytest.mark.parametrize("args, needle", [
     (["--steps", "0"], "--steps"),
-    (["--cells", "rnn-tanh,gru"], "unknown cell 'gru'"),
+    (["--cells", "rnn-tanh,transformer"], "unknown cell 'transformer'"),
     (["--hidden", "0"], "--hidden"),
     (["--scale", "0"], "--scale"),
     (["--scale", "-1"], "--scale"),

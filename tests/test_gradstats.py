@@ -4,6 +4,7 @@ the explicit Jacobian products against the backward kernels and finite differenc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from numbanets import gradstats as gs
 
 TOL = 1e-10
 RNN_CELLS = ("rnn-tanh", "rnn-sigmoid", "rnn-relu", "rnn-identity")
-ALL_CELLS = RNN_CELLS + ("lstm",)
+ALL_CELLS = RNN_CELLS + ("lstm", "gru")
 
 
 def _stats(cell, T=7, N=3, h0=0.0, x=None, rng=None):
@@ -88,6 +89,18 @@ def test_lstm_without_recurrence_keeps_the_cell_as_sigmoid_bf_to_the_k(b_f, expe
     assert st.steps["dc_norm"][0] == pytest.approx(expected, abs=5e-6)  # T = 7, k = 6
 
 
+@pytest.mark.parametrize("b_z", [-1.0, 0.0, 2.0])
+def test_gru_without_recurrence_keeps_the_state_as_sigmoid_bz_to_the_k(b_z):
+    # w_hh = 0, zero input: z = sigmoid(b_z) at every step and n does not depend on h_{t-1}, so
+    # J_t = diag(z) and dh_T/dh_t = sigmoid(b_z)^k exactly (the update gate plays the forget gate's part)
+    st = _stats(_cell("gru", init="zero", bias=b_z))
+    z = 1.0 / (1.0 + math.exp(-b_z))
+    np.testing.assert_allclose(st.steps["jac_spec"], z ** _k(7), rtol=TOL)
+    np.testing.assert_allclose(st.steps["grad_ratio"], z ** _k(7), rtol=TOL)
+    np.testing.assert_allclose(st.steps["jac_step_spec"][:-1], z, rtol=TOL)
+    assert np.isnan(st.summary["rho"]) and np.isnan(st.summary["gamma"])
+
+
 def test_linear_rnn_effective_rate_tends_to_rho_not_lambda1(rng):
     # rho = 0.9 from an isolated eigenvalue, lambda1 ~ 1.5 from a non-normal 0.3 + 1.2 shift block;
     # a random orthogonal similarity makes it dense without changing either.
@@ -133,6 +146,8 @@ def test_step_ratio_is_bounded_by_the_step_jacobian_for_one_sample(rng):
 
 def _random_unroll(name, rng, T=6, N=2, H=5, D=3, scale=1.3):
     cell = gs.make_cell(name, H, D, rng, init="normal", scale=scale, bias=0.1)
+    if name == "gru":  # both biases random: b_hn's place inside r * (...) is part of the Jacobian
+        cell = dataclasses.replace(cell, b=rng.normal(size=3 * H) * 0.5, b_hh=rng.normal(size=3 * H) * 0.5)
     c0 = rng.normal(size=(N, H)) * 0.5 if name == "lstm" else None
     return gs.unroll(cell, rng.normal(size=(T, N, D)), rng.normal(size=(N, H)) * 0.5, c0)
 
@@ -155,7 +170,7 @@ def test_kernel_jacobians_equal_the_explicit_products(name, rng):
         np.testing.assert_allclose(gs.kernel_input_jacobians(u, t), A[:, :H], rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("name", ("rnn-tanh", "lstm"))
+@pytest.mark.parametrize("name", ("rnn-tanh", "lstm", "gru"))
 def test_sensitivity_columns_equal_the_kernel_input_jacobians(name, rng):
     # a read-out wider than H (O = 20 > H = 5) takes the QR route in gradient_statistics
     u = _random_unroll(name, rng)
@@ -251,7 +266,7 @@ def test_recurrent_inits(rng):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(name="gru"), "unknown cell 'gru'"),
+    (dict(name="transformer"), "unknown cell 'transformer'"),
     (dict(hidden=0), "hidden size"),
     (dict(scale=0.0), "scale"),
     (dict(scale=-1.0), "scale"),

@@ -22,7 +22,7 @@ def _grad_decay_cells(ctx, param, value):
 @main.command("grad-decay", epilog=manual("grad-decay"))
 @click.option("--steps", type=click.IntRange(min=1), default=7, show_default=True, help="Time steps T to unroll.")
 @click.option("--cells", default="rnn-tanh,rnn-sigmoid,rnn-relu,lstm", show_default=True, callback=_grad_decay_cells,
-              help="Comma-separated cells: rnn-tanh, rnn-sigmoid, rnn-relu, rnn-identity (linear), lstm.")
+              help="Comma-separated cells: rnn-tanh, rnn-sigmoid, rnn-relu, rnn-identity (linear), lstm, gru.")
 @click.option("--hidden", type=click.IntRange(min=1), default=32, show_default=True, help="Hidden units H.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="Input size D (default 16; with --input corpus the vocabulary size).")
@@ -36,7 +36,8 @@ def _grad_decay_cells(ctx, param, value):
               help="Gain g > 0 of the recurrent weights.")
 @click.option("--forget-bias", type=FINITE, default=1.0, show_default=True, help="LSTM forget-gate bias.")
 @click.option("--bias", type=FINITE, default=0.0, show_default=True, help="Bias of every RNN unit (e.g. -c/2 "
-                                                                         "for the sigmoid fixed point).")
+                                                                         "for the sigmoid fixed point); the GRU's "
+                                                                         "update-gate bias.")
 @click.option("--h0", type=FINITE, default=0.0, show_default=True, help="Initial hidden state of every unit "
                                                                         "(the LSTM's c0 is 0).")
 @click.option("--input", "input_kind", type=click.Choice(("random", "zero", "corpus")), default=None,

@@ -9,7 +9,7 @@ Random draws (seed s = S .. S+K-1, --seed S and --seeds K): the input batch, rea
 default_rng([s, 0]) and are shared by every cell; the RNN cells' weights come from
 default_rng([s, 1]), so rnn-tanh, rnn-sigmoid, rnn-relu and rnn-identity share
 W_hh, W_ih within a seed and differ only in their activation; the LSTM's weights
-come from default_rng([s, 2]).
+come from default_rng([s, 2]), the GRU's from default_rng([s, 4]).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def fixed_cells(o: Options, d: int, seed: int, input_scale: float) -> dict:
     cells = {}
     for name in o.cells:
         kind, _ = gs.cell_kind(name)
-        rng = np.random.default_rng([seed, 1 if kind == "rnn" else 2])
+        rng = np.random.default_rng([seed, {"rnn": 1, "lstm": 2, "gru": 4}[kind]])
         cells[name] = gs.make_cell(name, o.hidden, d, rng, init=o.init, scale=float(o.scale), bias=float(o.bias),
                                    forget_bias=float(o.forget_bias), input_scale=input_scale)
     return cells
@@ -136,7 +136,8 @@ def training_snapshots(o: Options, seed: int, d: int, corpus: "CorpusWindows", i
                        forget_bias=float(o.forget_bias), rng=np.random.default_rng([seed, 3]), dtype=dtype)
         weights = model.state_dict()
         c = start[name]
-        weights.update({"rnn.l0.w_ih": c.w_ih, "rnn.l0.w_hh": c.w_hh, "rnn.l0.b": c.b,
+        biases = {"rnn.l0.b_ih": c.b, "rnn.l0.b_hh": c.b_hh} if kind == "gru" else {"rnn.l0.b": c.b}
+        weights.update({"rnn.l0.w_ih": c.w_ih, "rnn.l0.w_hh": c.w_hh, **biases,
                         "head.w": readout, "head.b": np.zeros(d)})
         model.load_state_dict({k: np.asarray(v, dtype=dtype) for k, v in weights.items()})
         if device == "cuda":
@@ -147,7 +148,10 @@ def training_snapshots(o: Options, seed: int, d: int, corpus: "CorpusWindows", i
         for step in range(o.train_steps + 1):
             if step in record:
                 w = {k: np.asarray(v, dtype=np.float64) for k, v in model.state_dict().items()}
-                cell = gs.Cell(name, w["rnn.l0.w_ih"], w["rnn.l0.w_hh"], w["rnn.l0.b"])
+                if kind == "gru":
+                    cell = gs.Cell(name, w["rnn.l0.w_ih"], w["rnn.l0.w_hh"], w["rnn.l0.b_ih"], w["rnn.l0.b_hh"])
+                else:
+                    cell = gs.Cell(name, w["rnn.l0.w_ih"], w["rnn.l0.w_hh"], w["rnn.l0.b"])
                 loss = float(np.mean(losses)) if losses else math.nan
                 losses = []
                 yield step, name, cell, w["head.w"], w["head.b"], {"train_loss": loss}

@@ -28,16 +28,16 @@ def estimate(o: Options, d: int) -> int:
     H, N, T = o.hidden, o.batch, o.steps
     weights, peaks = 0, []
     for name in o.cells:
-        lstm = gs.cell_kind(name)[0] == "lstm"
-        gates, S = (4, 2 * H) if lstm else (1, H)
-        weights += gates * H * (H + d + 1) * F64
+        kind = gs.cell_kind(name)[0]
+        gates, S = (4, 2 * H) if kind == "lstm" else ((3, H) if kind == "gru" else (1, H))
+        weights += gates * H * (H + d + 2) * F64
         drawing = gates * H * H * F64 * (3 if o.init == "orthogonal" else 1)  # QR: the Gaussian, Q and R
-        eigen = 0 if lstm else 2 * H * H * F64
+        eigen = 2 * H * H * F64 if kind == "rnn" else 0
         sequences = 4 * (T + 1) * N * S * F64
         peaks.append(max(drawing, JACOBIAN_STACKS * N * S * S * F64 + eigen + sequences))
     training = 0
     if o.train_steps > 0:
-        largest = max(4 if gs.cell_kind(c)[0] == "lstm" else 1 for c in o.cells)
+        largest = max({"lstm": 4, "gru": 3}.get(gs.cell_kind(c)[0], 1) for c in o.cells)
         training = footprint.training_bytes(largest * H * (H + d + 1) + d * (H + 1), 4, "adam")
     return weights + max(peaks) + training
 

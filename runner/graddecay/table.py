@@ -45,7 +45,7 @@ def render_table(steps: pd.DataFrame, summary: pd.DataFrame, o: Options) -> str:
                     f"{steps_text(s['steps_to_1e-3']):>8}")
             lines.append(row)
     lines.append("(steps back to 1e-3 from the fitted slope of log10 grad_norm against t; "
-                 "'never' when the gradient does not shrink; lam1*gamma blank for the LSTM)")
+                 "'never' when the gradient does not shrink; lam1*gamma blank for the LSTM and GRU)")
     return "\n".join(lines)
 
 

@@ -77,7 +77,7 @@ def _activation_backward_1d(dy, y, dx, code):
         dx[i] = float(dy[i]) * derivative_from_output(float(y[i]), code)
 
 
-@register("softmax_rows", "{f}[:, ::1], {f}[:, ::1]")
+@register("softmax_rows", "{f}[:, ::1], {f}[:, ::1]", threads=ROW_THREADS)
 def _softmax_rows(x, y):
     # x (N, K) -> y (N, K) = exp(x - rowmax) / sum exp(x - rowmax); block n handles row n
     buf = cuda.shared.array(ROW_THREADS, dtype=numba.float64)

@@ -23,7 +23,7 @@ from numbanets.kernels.cuda.registry import register
 __all__ = ["sum_squares", "scale_"]
 
 
-@register("sum_squares_partial", "{f}[::1], float64[::1]")
+@register("sum_squares_partial", "{f}[::1], float64[::1]", threads=REDUCE_THREADS)
 def _sum_squares_partial(a, partial):
     # a (n,) -> partial (blocks,): partial[b] = sum of a[i]^2 over block b's grid-stride share
     buf = cuda.shared.array(REDUCE_THREADS, dtype=numba.float64)
@@ -38,7 +38,7 @@ def _sum_squares_partial(a, partial):
         partial[cuda.blockIdx.x] = acc
 
 
-@register("sum_1d_into", "float64[::1], float64[::1]")
+@register("sum_1d_into", "float64[::1], float64[::1]", threads=REDUCE_THREADS)
 def _sum_1d_into(partial, result):
     # partial (m,) -> result (1,) = sum(partial); one block
     buf = cuda.shared.array(REDUCE_THREADS, dtype=numba.float64)

@@ -39,7 +39,7 @@ def _make_gemm_kernel(dtype_name: str):
     nbtype = getattr(numba, dtype_name)
     sig = f"{dtype_name}[:, ::1], {dtype_name}[:, ::1], {dtype_name}[:, ::1], boolean, boolean, float64"
 
-    @register(f"gemm_{dtype_name}", sig)
+    @register(f"gemm_{dtype_name}", sig, threads=TILE * TILE)
     def _gemm_tiled(a, b, out, trans_a, trans_b, beta):
         # a (M, K) or (K, M) if trans_a  b (K, N) or (N, K) if trans_b  -> out (M, N) = op(a) @ op(b) + beta*out
         sa = cuda.shared.array((TILE, _TILE_PAD), nbtype)  # sa[i, k] = op(a)[row0 + i, k0 + k]

@@ -28,7 +28,7 @@ def _add_row_bias(y, b):
         y[t] = y[t] + b[t % n_out]
 
 
-@register("sum_rows_cols_kernel", "{f}[:, :, ::1], {f}[::1]")
+@register("sum_rows_cols_kernel", "{f}[:, :, ::1], {f}[::1]", threads=REDUCE_THREADS)
 def _sum_rows_cols(a, out):
     # a (A, F, P) -> out (F,) = sum_{i, p} a[i, f, p]; block f, float64 accumulation
     buf = cuda.shared.array(REDUCE_THREADS, dtype=numba.float64)

@@ -33,7 +33,7 @@ _SIGS = tuple(f"{{f}}[:, ::1], {t}[::1], {{f}}[:, ::1], float64[::1]" for t in (
 _REDUCE_SIGS = tuple(f"float64[::1], {t}[::1], float64[::1]" for t in ("int64", "int32"))
 
 
-@register("softmax_xent_rows", _SIGS)
+@register("softmax_xent_rows", _SIGS, threads=ROW_THREADS)
 def _softmax_xent_rows(logits, targets, d, row_loss):
     # logits (N, K)  targets (N,)  -> d (N, K) = (softmax - onehot)/N, row_loss (N,) = lse - z_t
     buf = cuda.shared.array(ROW_THREADS, dtype=numba.float64)
@@ -68,7 +68,7 @@ def _softmax_xent_rows(logits, targets, d, row_loss):
         row_loss[n] = math.log(s) - z_t
 
 
-@register("softmax_xent_reduce", _REDUCE_SIGS)
+@register("softmax_xent_reduce", _REDUCE_SIGS, threads=REDUCE_THREADS)
 def _softmax_xent_reduce(row_loss, targets, result):
     # row_loss (N,)  targets (N,)  -> result (3,) = (mean row loss, min target, max target); one block
     buf = cuda.shared.array(REDUCE_THREADS, dtype=numba.float64)

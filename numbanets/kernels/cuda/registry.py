@@ -33,6 +33,16 @@ kernel for the requested compute capability. Do not call plain `numba.njit` or
 
 A kernel whose shared-memory dtype must follow its input dtype is registered
 once per dtype from a factory (see gemm.py: "gemm_float32", "gemm_float64").
+
+Launch configuration
+    threads= is the number of threads per block the kernel is launched with (the
+    product of the block's dimensions), dynamic_shared= the bytes of dynamic shared
+    memory it is launched with (0: only static cuda.shared.array). A kernel launched
+    through grid_1d's default block leaves threads=None, read as the package's
+    THREADS. tests/test_cuda_sass.py assembles every kernel with ptxas and checks
+    registers x threads and static + dynamic shared memory against the limits;
+    scripts/gpu_resources.py prints the occupancy they give. Record the real launch:
+    a block size that lives in a constant is passed as that constant.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ class Kernel:
     dispatcher: object
     device: bool = False
     options: tuple = ()
+    threads: int | None = None  # threads per block at launch; None: the package's 1-D THREADS
+    dynamic_shared: int = 0     # bytes of dynamic shared memory per block at launch
 
 
 KERNELS: dict[str, Kernel] = {}
@@ -81,12 +93,18 @@ def expand_signatures(sigs, device: bool = False) -> tuple[str, ...]:
     return tuple(out)
 
 
-def register(name: str, sigs, device: bool = False, **options):
+def register(name: str, sigs, device: bool = False, threads: int | None = None, dynamic_shared: int = 0,
+             **options):
     """Decorator: `cuda.jit` the function (lazily, no GPU needed) and record it under `name`.
 
+    threads and dynamic_shared record the launch configuration (module docstring);
     options go to cuda.jit (e.g. fastmath=False) and to compile_ptx in the PTX test.
     """
     full = expand_signatures(sigs, device)
+    if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 1024):
+        raise ValueError(f"threads per block must be an int in 1..1024, got {threads!r}")
+    if not (isinstance(dynamic_shared, int) and dynamic_shared >= 0):
+        raise ValueError(f"dynamic_shared must be a byte count >= 0, got {dynamic_shared!r}")
     if device:
         options["inline"] = "always"  # see the module docstring: PTX without a GPU
 
@@ -94,7 +112,8 @@ def register(name: str, sigs, device: bool = False, **options):
         if name in KERNELS:
             raise ValueError(f"a CUDA kernel named {name!r} is registered already")
         dispatcher = cuda.jit(device=device, **options)(fn)
-        KERNELS[name] = Kernel(name, fn, full, dispatcher, device, tuple(sorted(options.items())))
+        KERNELS[name] = Kernel(name, fn, full, dispatcher, device, tuple(sorted(options.items())), threads,
+                               dynamic_shared)
         return dispatcher
 
     return decorate

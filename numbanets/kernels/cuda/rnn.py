@@ -106,7 +106,7 @@ _SUM_ROWS = 2 if SIMULATOR else 8     # row groups per block, reduced through sh
 def _make_sum_rows(dtype_name: str):
     nbtype = getattr(numba, dtype_name)
 
-    @register(f"sum_rows_{dtype_name}", f"{dtype_name}[:, ::1], {dtype_name}[::1]")
+    @register(f"sum_rows_{dtype_name}", f"{dtype_name}[:, ::1], {dtype_name}[::1]", threads=_SUM_COLS * _SUM_ROWS)
     def _sum_rows(a, out):
         # a (M, G) -> out (G,) = sum of a over its rows
         part = cuda.shared.array((_SUM_ROWS, _SUM_COLS), nbtype)
