@@ -8,16 +8,17 @@ The numpy peers are runner.bench.peers, the torch peers runner.bench.torch_peer
 (torch is optional: the factories get the module through ctx.torch, None when skipped).
 
     kernels   conv2d-fwd, conv2d-bwd (two layer shapes), max_pool2d-fwd, max_pool2d-bwd (2x2),
-              lstm-fwd-bwd, rnn-fwd-bwd (T=50, N=50, D=H, H=128 and 512; forward + BPTT)
+              lstm-fwd-bwd, gru-fwd-bwd, rnn-fwd-bwd (T=50, N=50, D=H, H=128 and 512; forward + BPTT)
     train     charlm-mini (tanh RNN 1 x 100, batch 1, seq 25, vocab 65, Adagrad 0.1: min-char-rnn),
               charlm-char-rnn (LSTM 2 x 128, batch 50, seq 50, vocab 65, RMSprop 2e-3: char-rnn),
-              charlm-large (LSTM 2 x 512, otherwise as char-rnn), cnn-digits (train-cnn's default
+              charlm-large (LSTM 2 x 512, otherwise as char-rnn), charlm-gru (GRU 2 x 128, otherwise as
+              char-rnn: against torch.nn.GRU), cnn-digits (train-cnn's default
               digits network, batch 64 of 1x8x8 images, Adam 2e-3); every step clips the global
               gradient norm at 5. Outputs: the loss, every gradient after clipping
               ("grad.<name>") and every parameter after the update ("param.<name>").
 
 FLOPs: twice the multiply-adds. conv forward 2*N*F*OH*OW*C*KH*KW, backward twice that;
-recurrent forward 2*T*N*G*H*(D+H) (G = 4 for the LSTM), forward + backward three times
+recurrent forward 2*T*N*G*H*(D+H) (G = 4 for the LSTM, 3 for the GRU), forward + backward three times
 that; a training step three times its layers' forward FLOPs, a char LM's one-hot input
 projection counted as 0 (it is a gather, not arithmetic). Pooling: no FLOPs (NaN).
 """
@@ -49,10 +50,13 @@ CHARLM = {
                             optimizer=dict(kind="rmsprop", lr=2e-3, alpha=0.95)),
     "charlm-large": dict(cell="lstm", layers=2, hidden=512, batch=50, seq=50, vocab=65,
                          optimizer=dict(kind="rmsprop", lr=2e-3, alpha=0.95)),
+    "charlm-gru": dict(cell="gru", layers=2, hidden=128, batch=50, seq=50, vocab=65,
+                       optimizer=dict(kind="rmsprop", lr=2e-3, alpha=0.95)),
 }
 TINY_CHARLM = {"charlm-mini": dict(hidden=8, seq=5, vocab=11),
                "charlm-char-rnn": dict(hidden=8, batch=3, seq=4, vocab=11),
-               "charlm-large": dict(hidden=12, batch=3, seq=4, vocab=11)}
+               "charlm-large": dict(hidden=12, batch=3, seq=4, vocab=11),
+               "charlm-gru": dict(hidden=8, batch=3, seq=4, vocab=11)}
 CNN_BATCH, TINY_CNN_BATCH = 64, 4
 CNN_OPTIMIZER = dict(kind="adam", lr=2e-3)
 
@@ -171,10 +175,11 @@ def _pool_cases(n, c, h, w) -> list[Case]:
 
 
 def _recurrent_case(cell, t_len, n, h) -> Case:
-    gates = 4 if cell == "lstm" else 1
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
     d = h
-    shape = f"T {t_len} N {n} D {d} H {h}" + ("" if cell == "lstm" else " tanh")
-    names = ["hs", "dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dw_ih", "dw_hh", "db"]
+    shape = f"T {t_len} N {n} D {d} H {h}" + (" tanh" if cell == "rnn" else "")
+    biases = ["db_ih", "db_hh"] if cell == "gru" else ["db"]
+    names = ["hs", "dx", "dh0"] + (["dc0"] if cell == "lstm" else []) + ["dw_ih", "dw_hh"] + biases
 
     def make(rng):
         s = 1.0 / math.sqrt(h)
@@ -182,6 +187,8 @@ def _recurrent_case(cell, t_len, n, h) -> Case:
                  w_hh=_u32(rng, (gates * h, h), s), b=_u32(rng, (gates * h,), s), dhs=_f32(rng, (t_len, n, h)))
         if cell == "lstm":
             a["c0"] = _f32(rng, (n, h), 0.5)
+        if cell == "gru":
+            a["b_hh"] = _u32(rng, (gates * h,), s)
         return a
 
     def nb(i, ctx):
@@ -191,6 +198,9 @@ def _recurrent_case(cell, t_len, n, h) -> Case:
             if cell == "lstm":
                 hs, _, cache = F.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"])
                 return (hs, *F.lstm_backward(a["dhs"], cache))
+            if cell == "gru":
+                hs, _, cache = F.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], a["b_hh"])
+                return (hs, *F.gru_backward(a["dhs"], cache))
             hs, cache = F.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b"], "tanh")
             return (hs, *F.rnn_backward(a["dhs"], cache))
         return _nb(ctx, run, names)
@@ -200,6 +210,9 @@ def _recurrent_case(cell, t_len, n, h) -> Case:
             if cell == "lstm":
                 hs, cs, g = peers.lstm_forward(i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"], i["b"])
                 return (hs, *peers.lstm_backward(i["dhs"], i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"], hs, cs, g))
+            if cell == "gru":
+                hs, g, hns = peers.gru_forward(i["x"], i["h0"], i["w_ih"], i["w_hh"], i["b"], i["b_hh"])
+                return (hs, *peers.gru_backward(i["dhs"], i["x"], i["h0"], i["w_ih"], i["w_hh"], hs, g, hns))
             hs = peers.rnn_forward(i["x"], i["h0"], i["w_ih"], i["w_hh"], i["b"], "tanh")
             return (hs, *peers.rnn_backward(i["dhs"], i["x"], i["h0"], i["w_ih"], i["w_hh"], hs, "tanh"))
         return _np(run, names)
@@ -221,7 +234,7 @@ def kernel_cases(tiny: bool) -> list[Case]:
     recs = [(3, 2, 4), (4, 3, 6)] if tiny else [(50, 50, 128), (50, 50, 512)]
     cases = [c for conv in convs for c in _conv_cases(*conv)]
     cases += _pool_cases(*pool)
-    cases += [_recurrent_case(cell, *r) for cell in ("lstm", "rnn") for r in recs]
+    cases += [_recurrent_case(cell, *r) for cell in ("lstm", "gru", "rnn") for r in recs]
     return cases
 
 
@@ -249,9 +262,9 @@ def _nb_optimizer(model, kind, lr, **kw):
 
 def _charlm_case(name, cfg) -> Case:
     t_len, n, h, v, layers = cfg["seq"], cfg["batch"], cfg["hidden"], cfg["vocab"], cfg["layers"]
-    gates = 4 if cfg["cell"] == "lstm" else 1
+    gates = {"lstm": 4, "gru": 3}.get(cfg["cell"], 1)
     fwd = sum(2.0 * t_len * n * gates * h * ((h if k else 0) + h) for k in range(layers)) + 2.0 * t_len * n * h * v
-    cell = "LSTM" if cfg["cell"] == "lstm" else "RNN tanh"
+    cell = {"lstm": "LSTM", "gru": "GRU"}.get(cfg["cell"], "RNN tanh")
     shape = f"{cell} {layers}x{h} batch {n} seq {t_len} vocab {v} {cfg['optimizer']['kind']}"
     opts = {"cell": cfg["cell"], "hidden": h, "layers": layers, "seed": 0}
 

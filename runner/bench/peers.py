@@ -7,13 +7,13 @@ Not the naive loops of tests/reference.py: every op is a few large numpy calls.
     max_pool2x2 / _backward      2x2 stride-2 pooling by reshape + argmax; backward by put_along_axis
     rnn_forward / rnn_backward   the input projection of all steps in one matmul, a Python loop
     lstm_forward / lstm_backward over time with one np.dot per step, the weight gradients of all
-                                 steps in one matmul after the loop
+    gru_forward / gru_backward   steps in one matmul after the loop
     softmax_xent, clip_, Optimizer   the loss, global-norm clipping and the four update rules
     CharLM, CNN                  whole training steps of the bench's models (numbanets' parameter
                                  names, weights copied in): forward, backward, clipping, update
 
 Layouts and results are numbanets' (and PyTorch's): NCHW, time-major (T, N, D),
-LSTM gates i, f, g, o with one bias; pooling indices are flat positions h * W + w.
+LSTM gates i, f, g, o with one bias; GRU gates r, z, n with two; pooling indices are flat positions h * W + w.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import math
 import numpy as np
 
 __all__ = ["conv2d", "conv2d_backward", "max_pool2x2", "max_pool2x2_backward", "rnn_forward", "rnn_backward",
-           "lstm_forward", "lstm_backward", "softmax_xent", "clip_", "Optimizer", "CharLM", "CNN"]
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "softmax_xent", "clip_", "Optimizer",
+           "CharLM", "CNN"]
 
 
 # --------------------------------------------------------------------------- convolution
@@ -180,6 +181,51 @@ def lstm_backward(dhs, x, h0, c0, w_ih, w_hh, hs, cs, gates, dc_T=None, need_dx=
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+    """x (T, N, D) -> (hs (T, N, H), gates r, z, n (T, N, 3H), hns (T, N, H) = h_{t-1} W_hn^T + b_hn)."""
+    t_len, n, d = x.shape
+    h_size = h0.shape[1]
+    xw = (x.reshape(t_len * n, d) @ w_ih.T + b_ih).reshape(t_len, n, 3 * h_size)
+    hs, hns = np.empty((2, t_len, n, h_size), dtype=x.dtype)
+    gates = np.empty_like(xw)
+    h = h0
+    for t in range(t_len):
+        hw = h @ w_hh.T + b_hh
+        g = gates[t]
+        g[:, :2 * h_size] = _sigmoid(xw[t, :, :2 * h_size] + hw[:, :2 * h_size])
+        hns[t] = hw[:, 2 * h_size:]
+        g[:, 2 * h_size:] = np.tanh(xw[t, :, 2 * h_size:] + g[:, :h_size] * hns[t])
+        z = g[:, h_size:2 * h_size]
+        h = (1 - z) * g[:, 2 * h_size:] + z * h
+        hs[t] = h
+    return hs, gates, hns
+
+
+def gru_backward(dhs, x, h0, w_ih, w_hh, hs, gates, hns, need_dx=True):
+    """dhs (T, N, H) -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh); dx None unless need_dx."""
+    h_size = h0.shape[1]
+    gis, ghs = np.empty_like(gates), np.empty_like(gates)
+    dh_rec = np.zeros_like(h0)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        g = gates[t]
+        r, z, nn = (g[:, k * h_size:(k + 1) * h_size] for k in range(3))
+        h_prev = hs[t - 1] if t else h0
+        dh = dhs[t] + dh_rec
+        da_n = dh * (1 - z) * (1 - nn * nn)
+        gi, gh = gis[t], ghs[t]
+        gi[:, :h_size] = da_n * hns[t] * r * (1 - r)
+        gi[:, h_size:2 * h_size] = dh * (h_prev - nn) * z * (1 - z)
+        gi[:, 2 * h_size:] = da_n
+        gh[:, :2 * h_size] = gi[:, :2 * h_size]
+        gh[:, 2 * h_size:] = da_n * r
+        dh_rec = dh * z + gh @ w_hh
+    dw_ih, _, db_ih, dx = _weight_grads(gis, x, h0, hs, w_ih, need_dx)
+    t_len, n = hs.shape[:2]
+    gh2 = ghs.reshape(t_len * n, -1)
+    hprev = np.concatenate([h0[None], hs[:-1]]).reshape(t_len * n, -1)
+    return dx, dh_rec, dw_ih, gh2.T @ hprev, db_ih, gh2.sum(axis=0)
+
+
 # --------------------------------------------------------------------------- loss, clipping, updates
 
 def softmax_xent(logits, targets):
@@ -268,7 +314,7 @@ class _Model:
 
 
 class CharLM(_Model):
-    """numbanets.nn.CharLM in numpy: one-hot ids -> RNN/LSTM layers "rnn.l<k>" -> Linear "head"."""
+    """numbanets.nn.CharLM in numpy: one-hot ids -> RNN/LSTM/GRU layers "rnn.l<k>" -> Linear "head"."""
 
     def __init__(self, state, optimizer, clip, cell, layers, vocab, activation="tanh"):
         super().__init__(state, optimizer, clip)
@@ -281,12 +327,14 @@ class CharLM(_Model):
         x = self.eye[ids]
         caches = []
         for k in range(self.layers):
-            w_ih, w_hh, b = (p[f"rnn.l{k}.{s}"] for s in ("w_ih", "w_hh", "b"))
+            w_ih, w_hh = p[f"rnn.l{k}.w_ih"], p[f"rnn.l{k}.w_hh"]
             h0 = np.zeros((n, w_hh.shape[1]), dtype=x.dtype)
-            if self.cell == "lstm":
-                out = lstm_forward(x, h0, h0, w_ih, w_hh, b)
+            if self.cell == "gru":
+                out = gru_forward(x, h0, w_ih, w_hh, p[f"rnn.l{k}.b_ih"], p[f"rnn.l{k}.b_hh"])
+            elif self.cell == "lstm":
+                out = lstm_forward(x, h0, h0, w_ih, w_hh, p[f"rnn.l{k}.b"])
             else:
-                out = (rnn_forward(x, h0, w_ih, w_hh, b, self.activation),)
+                out = (rnn_forward(x, h0, w_ih, w_hh, p[f"rnn.l{k}.b"], self.activation),)
             caches.append((x, h0, out))
             x = out[0]
         hid = x.reshape(t_len * n, -1)
@@ -297,11 +345,16 @@ class CharLM(_Model):
         for k in range(self.layers - 1, -1, -1):
             x, h0, out = caches[k]
             w_ih, w_hh = p[f"rnn.l{k}.w_ih"], p[f"rnn.l{k}.w_hh"]
-            if self.cell == "lstm":
-                dx, _, _, dw_ih, dw_hh, db = lstm_backward(dh, x, h0, h0, w_ih, w_hh, *out, need_dx=k > 0)
+            if self.cell == "gru":
+                dx, _, dw_ih, dw_hh, db_ih, db_hh = gru_backward(dh, x, h0, w_ih, w_hh, *out, need_dx=k > 0)
+                gr[f"rnn.l{k}.b_ih"][...], gr[f"rnn.l{k}.b_hh"][...] = db_ih, db_hh
+            elif self.cell == "lstm":
+                dx, _, _, dw_ih, dw_hh, gr[f"rnn.l{k}.b"][...] = lstm_backward(dh, x, h0, h0, w_ih, w_hh, *out,
+                                                                               need_dx=k > 0)
             else:
-                dx, _, dw_ih, dw_hh, db = rnn_backward(dh, x, h0, w_ih, w_hh, out[0], self.activation, k > 0)
-            gr[f"rnn.l{k}.w_ih"][...], gr[f"rnn.l{k}.w_hh"][...], gr[f"rnn.l{k}.b"][...] = dw_ih, dw_hh, db
+                dx, _, dw_ih, dw_hh, gr[f"rnn.l{k}.b"][...] = rnn_backward(dh, x, h0, w_ih, w_hh, out[0],
+                                                                           self.activation, k > 0)
+            gr[f"rnn.l{k}.w_ih"][...], gr[f"rnn.l{k}.w_hh"][...] = dw_ih, dw_hh
             dh = dx
         return loss
 

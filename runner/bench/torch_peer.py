@@ -56,25 +56,37 @@ def max_pool2x2_backward(torch, dy, x, idx):
     return torch.ops.aten.max_pool2d_with_indices_backward(dy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
 
 
-def _copy_recurrent(torch, mod, k, w_ih, w_hh, b):
-    """Layer k of a torch RNN/LSTM gets numbanets' weights; bias_hh is fixed at zero."""
+def _copy_recurrent(torch, mod, k, w_ih, w_hh, b, b_hh=None):
+    """Layer k of a torch RNN/LSTM/GRU gets numbanets' weights; bias_hh is fixed at zero unless given (the GRU's
+    two biases do not sum into one)."""
     with torch.no_grad():
         getattr(mod, f"weight_ih_l{k}").copy_(w_ih)
         getattr(mod, f"weight_hh_l{k}").copy_(w_hh)
         getattr(mod, f"bias_ih_l{k}").copy_(b)
-        getattr(mod, f"bias_hh_l{k}").zero_()
-    getattr(mod, f"bias_hh_l{k}").requires_grad_(False)
+        if b_hh is None:
+            getattr(mod, f"bias_hh_l{k}").zero_()
+        else:
+            getattr(mod, f"bias_hh_l{k}").copy_(b_hh)
+    getattr(mod, f"bias_hh_l{k}").requires_grad_(b_hh is not None)
+
+
+def _torch_cell(torch, cell, d, h, layers=1, activation="tanh"):
+    if cell == "lstm":
+        return torch.nn.LSTM(d, h, layers)
+    if cell == "gru":
+        return torch.nn.GRU(d, h, layers)
+    return torch.nn.RNN(d, h, layers, nonlinearity=activation)
 
 
 class Recurrent:
-    """One torch.nn.LSTM / RNN layer on tensors t (x, h0, [c0], w_ih, w_hh, b, dhs): forward + backward."""
+    """One torch.nn.LSTM / GRU / RNN layer on tensors t (x, h0, [c0], w_ih, w_hh, b, [b_hh], dhs): forward +
+    backward."""
 
     def __init__(self, torch, cell, t: dict, activation="tanh"):
         self.torch, self.cell, self.dhs = torch, cell, t["dhs"]
         d, h = t["x"].shape[2], t["w_hh"].shape[1]
-        mod = torch.nn.LSTM(d, h) if cell == "lstm" else torch.nn.RNN(d, h, nonlinearity=activation)
-        mod = mod.to(t["x"].device)
-        _copy_recurrent(torch, mod, 0, t["w_ih"], t["w_hh"], t["b"])
+        mod = _torch_cell(torch, cell, d, h, activation=activation).to(t["x"].device)
+        _copy_recurrent(torch, mod, 0, t["w_ih"], t["w_hh"], t["b"], t.get("b_hh"))
         self.mod = mod
         self.inputs = [t["x"].clone().requires_grad_(True), t["h0"][None].clone().requires_grad_(True)]
         if cell == "lstm":
@@ -85,11 +97,14 @@ class Recurrent:
         x, *state = self.inputs
         out, _ = self.mod(x, tuple(state) if self.cell == "lstm" else state[0])
         wrt = self.inputs + [self.mod.weight_ih_l0, self.mod.weight_hh_l0, self.mod.bias_ih_l0]
+        if self.cell == "gru":
+            wrt.append(self.mod.bias_hh_l0)
         return out, self.torch.autograd.grad(out, wrt, self.dhs)
 
     def outputs(self, result) -> dict:
         out, grads = result
-        names = ["dx", "dh0", "dc0"][:len(self.inputs)] + ["dw_ih", "dw_hh", "db"]
+        biases = ["db_ih", "db_hh"] if self.cell == "gru" else ["db"]
+        names = ["dx", "dh0", "dc0"][:len(self.inputs)] + ["dw_ih", "dw_hh"] + biases
         got = {"hs": host(out)}
         for name, g in zip(names, grads):
             got[name] = host(g[0] if name in ("dh0", "dc0") else g)
@@ -136,23 +151,23 @@ class _Model:
 
 
 class CharLM(_Model):
-    """torch.nn.LSTM / RNN (one-hot input) + torch.nn.Linear with a numbanets CharLM's weights."""
+    """torch.nn.LSTM / GRU / RNN (one-hot input) + torch.nn.Linear with a numbanets CharLM's weights."""
 
     def __init__(self, torch, device, state, optimizer, clip, cell, layers, vocab, activation="tanh"):
         hidden = state["rnn.l0.w_hh"].shape[1]
-        if cell == "lstm":
-            rnn = torch.nn.LSTM(vocab, hidden, layers)
-        else:
-            rnn = torch.nn.RNN(vocab, hidden, layers, nonlinearity=activation)
+        rnn = _torch_cell(torch, cell, vocab, hidden, layers, activation)
         self.rnn, self.head = rnn.to(device), torch.nn.Linear(hidden, vocab).to(device)
         self.vocab, self.hidden = vocab, hidden
         self.named = {}
+        biases = ("b_ih", "b_hh") if cell == "gru" else ("b",)
         for k in range(layers):
-            weights = (torch.from_numpy(state[f"rnn.l{k}.{s}"]) for s in ("w_ih", "w_hh", "b"))
+            weights = [torch.from_numpy(state[f"rnn.l{k}.{s}"]) for s in ("w_ih", "w_hh", *biases)]
             _copy_recurrent(torch, self.rnn, k, *weights)
             self.named.update({f"rnn.l{k}.w_ih": getattr(self.rnn, f"weight_ih_l{k}"),
                                f"rnn.l{k}.w_hh": getattr(self.rnn, f"weight_hh_l{k}"),
-                               f"rnn.l{k}.b": getattr(self.rnn, f"bias_ih_l{k}")})
+                               f"rnn.l{k}.{biases[0]}": getattr(self.rnn, f"bias_ih_l{k}")})
+            if cell == "gru":
+                self.named[f"rnn.l{k}.b_hh"] = getattr(self.rnn, f"bias_hh_l{k}")
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(state["head.w"]))
             self.head.bias.copy_(torch.from_numpy(state["head.b"]))

@@ -138,7 +138,7 @@ def sweep(ctx, experiment, grids, sets, seeds, scheduler, workers, threads_per_w
                    "the sum of two marked values among DISTANCE steps (Hochreiter & Schmidhuber 1997).")
 @click.option("--cells", default="rnn-tanh,rnn-relu,lstm", show_default=True,
               help="Comma-separated cells: rnn-tanh, rnn-sigmoid, rnn-relu (identity init, IRNN), rnn-identity, "
-                   "lstm.")
+                   "lstm, gru.")
 @click.option("--distances", default="5,10,20,40,80", show_default=True,
               help="Comma-separated distances (steps between the context and the query; the adding length).")
 @click.option("--seeds", default="0-2", show_default=True, metavar="A-B|A,B,...", help="Seeds of every point.")

@@ -50,8 +50,8 @@ def shapes(arch_spec, input_size, as_csv, pooling):
 
 # --- nbnets bench (runner/bench/) ---
 # runner.bench.command.case_names(), kept here so --help needs no numba import (tests/test_bench.py checks they agree)
-_BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fwd-bwd, rnn-fwd-bwd, charlm-mini, "
-                "charlm-char-rnn, charlm-large, cnn-digits, first-step-cold, first-step-warm")
+_BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fwd-bwd, gru-fwd-bwd, rnn-fwd-bwd, "
+                "charlm-mini, charlm-char-rnn, charlm-large, charlm-gru, cnn-digits, first-step-cold, first-step-warm")
 
 
 @main.command(epilog=manual("bench"))

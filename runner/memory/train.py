@@ -12,12 +12,12 @@ held-out set (default_rng([seed, 2])); solved when the test accuracy reaches
 Cells (numbanets.nn.recurrent layers, the library's own kernels):
 rnn-tanh, rnn-sigmoid, rnn-identity (PyTorch's uniform init, +-1/sqrt(H)),
 rnn-relu (identity recurrent weights: Le, Jaitly & Hinton's IRNN), lstm
-(uniform init, forget-gate bias `forget_bias`).
+(uniform init, forget-gate bias `forget_bias`), gru (torch.nn.GRU's cell and uniform init).
 
 The gradient at the context step: dL/dh_0 / dL/dh_T, the norm of the loss's
 gradient with respect to the state before the first (context) step, over its
 norm with respect to the last state, both from the layer's own backward kernel
-(F.rnn_backward / F.lstm_backward), on the held-out batch; measured at
+(F.rnn_backward / F.lstm_backward / F.gru_backward), on the held-out batch; measured at
 initialisation and at the end of the run.
 """
 
@@ -33,7 +33,7 @@ from numbanets import functional as F
 from numbanets.gradstats import cell_kind
 from numbanets.nn.layers import Linear
 from numbanets.nn.module import Module
-from numbanets.nn.recurrent import LSTMLayer, RNNLayer
+from numbanets.nn.recurrent import GRULayer, LSTMLayer, RNNLayer
 from numbanets.optim import Adam, clip_grad_norm
 from runner.memory.tasks import make_task
 
@@ -68,6 +68,8 @@ class MemoryNet(Module):
         kind, activation = cell_kind(cell)
         if kind == "lstm":
             self.recurrent = self.add_module("cell", LSTMLayer(inputs, hidden, forget_bias, rng=rng))
+        elif kind == "gru":
+            self.recurrent = self.add_module("cell", GRULayer(inputs, hidden, rng=rng))
         else:
             init = "identity" if activation == "relu" else "uniform"
             self.recurrent = self.add_module("cell", RNNLayer(inputs, hidden, activation, rng=rng, init=init))
@@ -92,7 +94,8 @@ class MemoryNet(Module):
         dhs = np.zeros((self.steps,) + dh_T.shape, dtype=dh_T.dtype)
         dhs[-1] = dh_T
         cache = self.recurrent._saved("cache")
-        back = F.lstm_backward(dhs, cache) if self.kind == "lstm" else F.rnn_backward(dhs, cache)
+        backward = {"lstm": F.lstm_backward, "gru": F.gru_backward}.get(self.kind, F.rnn_backward)
+        back = backward(dhs, cache)
         self.recurrent._release("cache")
         top = float(np.linalg.norm(dh_T))
         return float(np.linalg.norm(back[1])) / top if top > 0 else math.nan
