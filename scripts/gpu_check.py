@@ -21,9 +21,17 @@
 Exit codes: 0 every op within tolerance, 1 some op above it (or failed),
 2 no usable GPU (one line saying why; numbanets.device.resolve("cuda")).
 
+(c) Roofline: beside each measured time, the op's FLOPs, the bytes it must
+    move and the time the device's FP32 peak and memory bandwidth allow
+    (scripts/roofline.py has the counting and the peaks: from the device's own
+    attributes, or --device-model h200 for the H200's published figures), and
+    the fraction of that roofline reached (CSV columns roof_ms, roof_frac).
+
+    python scripts/gpu_check.py --device-model h200 --predict-only   # the predictions, no GPU needed
+
 --tiny runs the same script on toy shapes; it also works under the CUDA
 simulator (NUMBA_ENABLE_CUDASIM=1), which checks the script itself without a
-GPU (its timings mean nothing).
+GPU (its timings mean nothing; the roofline is the H200's there).
 """
 
 from __future__ import annotations
@@ -40,8 +48,12 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-COLUMNS = ["case", "shape", "impl", "device", "median_ms", "min_ms", "max_ms", "gflops", "rel_err"]
+import roofline  # scripts/roofline.py (after the sys.path line)
+
+COLUMNS = ["case", "shape", "impl", "device", "median_ms", "min_ms", "max_ms", "gflops", "rel_err", "roof_ms",
+           "roof_frac"]
 
 
 def parse_args(argv=None):
@@ -60,6 +72,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     p.add_argument("--case", action="append", default=None, metavar="NAME",
                    help="run only the cases whose name contains NAME (repeatable), e.g. --case lstm")
+    p.add_argument("--device-model", default="auto", choices=["auto", *roofline.MODELS],
+                   help="peaks of the roofline: auto = the GPU's own attributes (the H200's published figures "
+                        "without a GPU), or a model's published figures (default auto)")
+    p.add_argument("--predict-only", action="store_true",
+                   help="print the roofline predictions as a markdown table and exit (no GPU needed)")
     args = p.parse_args(argv)
     if args.tol <= 0:
         p.error(f"--tol must be > 0, got {args.tol}")
@@ -82,14 +99,20 @@ class Case:
 
     name: str
     shape: str
-    flops: float
+    flops: float                 # GEMM-shaped FLOPs (the gflops column)
     make: Callable
     run: Callable
     prepare: Callable = lambda a: a
     torch_prepare: Callable | None = None
     torch_run: Callable | None = None
     torch_compare: bool = True
+    nbytes: float = 0.0          # compulsory bytes moved (roofline.py's counting)
+    ew_flops: float = 0.0        # elementwise FLOPs besides `flops` (roofline only)
     results: dict = field(default_factory=dict)
+
+    @property
+    def total_flops(self) -> float:
+        return self.flops + self.ew_flops
 
 
 def _u(rng, shape, scale=1.0):
@@ -124,6 +147,7 @@ def build_cases(tiny: bool) -> list[Case]:
     for (n, c, h, w, f, k, pad) in convs:
         shp = f"x {n}x{c}x{h}x{w} w {f}x{c}x{k}x{k} pad {pad}"
         fl = 2.0 * n * f * h * w * c * k * k
+        xs, ws, ys = n * c * h * w, f * c * k * k, n * f * h * w  # "same" padding: y is n x f x h x w
 
         def make_fwd(rng, n=n, c=c, h=h, w=w, f=f, k=k):
             s = 1.0 / math.sqrt(c * k * k)
@@ -138,21 +162,25 @@ def build_cases(tiny: bool) -> list[Case]:
             "conv2d_fwd", shp, fl, make_fwd,
             run=lambda a, pad=pad: (F.conv2d(a["x"], a["w"], a["b"], 1, pad),),
             torch_run=lambda t, pad=pad: (_torch().nn.functional.conv2d(t["x"], t["w"], t["b"], padding=pad),),
+            nbytes=4.0 * (xs + ws + f + ys), ew_flops=float(ys),  # read x, w, b; write y; the bias add
         ))
         cases.append(Case(
             "conv2d_bwd", shp, 2 * fl, make_bwd,
             run=lambda a, pad=pad: F.conv2d_backward(a["dy"], a["x"], a["w"], 1, pad),
             torch_run=lambda t, pad=pad, f=f: tuple(_torch().ops.aten.convolution_backward(
                 t["dy"], t["x"], t["w"], [f], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, [True, True, True])),
+            nbytes=4.0 * (ys + xs + ws + xs + ws + f), ew_flops=float(ys),  # read dy, x, w; write dx, dw, db
         ))
 
     # ---- max pooling 2x2
     pn, pc, ph, pw = pool
     shp = f"x {pn}x{pc}x{ph}x{pw} k 2x2 s 2"
+    pin, pout = pn * pc * ph * pw, pn * pc * (ph // 2) * (pw // 2)
     cases.append(Case(
         "max_pool2d_fwd", shp, 0.0, lambda rng: dict(x=_n(rng, pool)),
         run=lambda a: F.max_pool2d(a["x"], 2),
         torch_run=lambda t: tuple(_torch().nn.functional.max_pool2d(t["x"], 2, return_indices=True)),
+        nbytes=4.0 * pin + 12.0 * pout, ew_flops=3.0 * pout,  # read x; write y and int64 indices
     ))
     cases.append(Case(
         "max_pool2d_bwd", shp, 0.0,
@@ -162,6 +190,7 @@ def build_cases(tiny: bool) -> list[Case]:
         torch_prepare=lambda t: dict(t, idx=_torch().nn.functional.max_pool2d(t["x"], 2, return_indices=True)[1]),
         torch_run=lambda t: (_torch().ops.aten.max_pool2d_with_indices_backward(
             t["dy"], t["x"], [2, 2], [2, 2], [0, 0], [1, 1], False, t["idx"]),),
+        nbytes=12.0 * pout + 4.0 * pin,  # read dy and the indices; write dx
     ))
 
     # ---- dense
@@ -176,11 +205,13 @@ def build_cases(tiny: bool) -> list[Case]:
         "linear_fwd", shp, 2.0 * n * d * o, make_lin,
         run=lambda a: (F.linear(a["x"], a["w"], a["b"]),),
         torch_run=lambda t: (_torch().nn.functional.linear(t["x"], t["w"], t["b"]),),
+        nbytes=4.0 * (n * d + o * d + o + n * o), ew_flops=float(n * o),  # read x, w, b; write y
     ))
     cases.append(Case(
         "linear_bwd", shp, 4.0 * n * d * o, make_lin,
         run=lambda a: F.linear_backward(a["dy"], a["x"], a["w"]),
         torch_run=lambda t: (t["dy"] @ t["w"], t["dy"].T @ t["x"], t["dy"].sum(0)),
+        nbytes=4.0 * (n * o + n * d + o * d + n * d + o * d + o), ew_flops=float(n * o),  # dy, x, w -> dx, dw, db
     ))
     rows, k = xent
     cases.append(Case(
@@ -188,6 +219,7 @@ def build_cases(tiny: bool) -> list[Case]:
         lambda rng: dict(logits=_n(rng, (rows, k), 3.0), targets=rng.integers(0, k, size=rows).astype(np.int64)),
         run=lambda a: F.softmax_cross_entropy(a["logits"], a["targets"]),
         torch_run=_torch_xent,
+        nbytes=8.0 * rows * k + 8.0 * rows, ew_flops=5.0 * rows * k,  # read logits, int64 targets; write grad
     ))
 
     # ---- recurrent
@@ -195,6 +227,10 @@ def build_cases(tiny: bool) -> list[Case]:
     for cell, gates in (("lstm", 4), ("rnn", 1)):
         shp = f"T {T} N {N} D {D} H {H}" + (" tanh" if cell == "rnn" else "")
         fl = 2.0 * T * N * (D + H) * gates * H
+        wsz = gates * H * (D + H + 1)  # w_ih, w_hh, b
+        states = 2 * N * H if cell == "lstm" else N * H  # h0 (and c0)
+        cached = (T * N * H * 2 + T * N * 4 * H) if cell == "lstm" else T * N * H  # hs (cs, gates)
+        per_unit = 20.0 if cell == "lstm" else 4.0  # elementwise FLOPs per hidden unit and step, forward
 
         def make_rec(rng, gates=gates):
             s = 1.0 / math.sqrt(H)
@@ -216,6 +252,7 @@ def build_cases(tiny: bool) -> list[Case]:
             f"{cell}_fwd", shp, fl, make_rec, run=run_fwd,
             torch_prepare=lambda t, cell=cell: _torch_recurrent(t, cell, grad=False),
             torch_run=lambda t, cell=cell: _torch_recurrent_fwd(t, cell),
+            nbytes=4.0 * (T * N * D + states + wsz + cached), ew_flops=per_unit * T * N * H,  # x, h0, w -> cache
         ))
         cases.append(Case(
             f"{cell}_bwd", shp, 2 * fl, make_rec,
@@ -223,6 +260,9 @@ def build_cases(tiny: bool) -> list[Case]:
             run=run_bwd,
             torch_prepare=lambda t, cell=cell: _torch_recurrent(t, cell, grad=True),
             torch_run=lambda t, cell=cell: _torch_recurrent_bwd(t, cell),
+            # read dhs, x, h0 (c0), the cache, w; write dx, dh0 (dc0), dw_ih, dw_hh, db
+            nbytes=4.0 * (T * N * H + T * N * D + states + cached + wsz + T * N * D + states + wsz),
+            ew_flops=2 * per_unit * T * N * H,
         ))
 
     # ---- clipping: the gradients of an LSTM char LM (w_ih, w_hh, b, head w, head b), scaled to norm ~ 10
@@ -240,6 +280,8 @@ def build_cases(tiny: bool) -> list[Case]:
         run=lambda a: (F.clip_grad_norm([a[f"g{i}"] for i in range(len(gshapes))], 1.0),)
         + tuple(a[f"g{i}"] for i in range(len(gshapes))),
         torch_run=lambda t: _torch_clip(t, len(gshapes)),
+        nbytes=8.0 * sum(math.prod(s) for s in gshapes),  # read every gradient, write it scaled
+        ew_flops=3.0 * sum(math.prod(s) for s in gshapes),
     ))
 
     # ---- optimizer updates (in place; one fused kernel per parameter)
@@ -250,6 +292,9 @@ def build_cases(tiny: bool) -> list[Case]:
         return d
 
     oshape = "p " + "x".join(map(str, opt_shape))
+    # (reads p, g and the slots, writes p and the slots; elementwise FLOPs per parameter)
+    opt_size, opt_flops = math.prod(opt_shape), {"sgd_update": 5, "adagrad_update": 7, "rmsprop_update": 8,
+                                                 "adam_update": 14}
     updates = [
         ("sgd_update", ("v",), lambda k, a: k.sgd_update_(a["p"], a["g"], a["v"], 0.01, 0.9, 1e-4),
          lambda o, t: o.SGD([t], lr=0.01, momentum=0.9, weight_decay=1e-4)),
@@ -270,6 +315,7 @@ def build_cases(tiny: bool) -> list[Case]:
             torch_prepare=lambda t, torch_opt=torch_opt: _torch_optimizer(t, torch_opt),
             torch_run=lambda t: (t["opt"].step(),),
             torch_compare=False,  # torch's state starts empty; only its time is reported
+            nbytes=4.0 * opt_size * (3 + 2 * len(slots)), ew_flops=float(opt_flops[name] * opt_size),
         ))
     return cases
 
@@ -465,6 +511,10 @@ def main(argv=None) -> int:
 
     from numbanets import device
 
+    if args.predict_only:
+        cases = [c for c in build_cases(args.tiny) if not args.case or any(n in c.name for n in args.case)]
+        print(roofline.predict_table(cases, roofline.resolve(args.device_model)))
+        return 0
     try:
         device.resolve("cuda")
     except device.DeviceUnavailable as exc:
@@ -481,7 +531,10 @@ def main(argv=None) -> int:
     from runner.common.runs import new_run_dir, write_config, write_csv
 
     torch, torch_note = load_torch(args.no_torch or simulator)
+    peaks = roofline.resolve(args.device_model)
     print(f"gpu_check: {device.explain('cuda')}")
+    print(f"gpu_check: roofline: {peaks.name}, {peaks.flops / 1e12:.1f} TFLOP/s FP32, "
+          f"{peaks.bandwidth / 1e12:.2f} TB/s ({peaks.source})")
     print(f"gpu_check: torch: {torch_note}; {args.runs} timed runs after {args.warmup} warm-up, "
           f"tolerance {args.tol:g}")
     t_start = time.perf_counter()
@@ -494,6 +547,7 @@ def main(argv=None) -> int:
     for case in cases:
         host_in = case.make(rng)
         label = f"{case.name:<15} {case.shape:<40}"
+        roof_ms = roofline.roof(case.total_flops, case.nbytes, peaks).ms
         try:
             # CPU reference (fresh copies: some ops work in place)
             cpu_ctx = case.prepare({k: v.copy() for k, v in host_in.items()})
@@ -507,18 +561,22 @@ def main(argv=None) -> int:
             failures.append(f"{case.name} ({exc.__class__.__name__}: {' '.join(str(exc).split())[:160]})")
             print(f"{label} ERROR {failures[-1]}")
             rows.append([case.name, case.shape, "numbanets", "cuda", math.nan, math.nan, math.nan, math.nan,
-                         math.nan])
+                         math.nan, roof_ms, math.nan])
             continue
         ok = err <= args.tol
         if not ok:
             failures.append(f"{case.name} (rel_err {err:.2e} > {args.tol:g})")
-        rows.append([case.name, case.shape, "numbanets", "cuda", *g_ms, gflops(case.flops, g_ms[0]), err])
+        rows.append([case.name, case.shape, "numbanets", "cuda", *g_ms, gflops(case.flops, g_ms[0]), err,
+                     roof_ms, roofline.fraction(roof_ms, g_ms[0])])
         line = f"{label} rel_err {err:8.1e} {'ok  ' if ok else 'FAIL'} cuda {g_ms[0]:9.3f} ms"
         if case.flops:
             line += f" {gflops(case.flops, g_ms[0]):7.0f} GF/s"
+        line += (f" | roof {roof_ms:9.3g} ms ({roofline.fraction(roof_ms, g_ms[0]):.0%}; "
+                 f"{case.total_flops / 1e9:.3g} GFLOP, {case.nbytes / 1e6:.3g} MB)")
         if args.cpu_runs:
             c_ms = stats(time_cpu(lambda: case.run(cpu_ctx), args.cpu_runs))
-            rows.append([case.name, case.shape, "numbanets", "cpu", *c_ms, gflops(case.flops, c_ms[0]), math.nan])
+            rows.append([case.name, case.shape, "numbanets", "cpu", *c_ms, gflops(case.flops, c_ms[0]), math.nan,
+                         math.nan, math.nan])
             line += f" | cpu {c_ms[0]:9.3f} ms"
         if torch is not None and case.torch_run is not None:
             try:
@@ -527,7 +585,8 @@ def main(argv=None) -> int:
                 t_out = case.torch_run(t_ctx)
                 t_err = rel_err(tuple(host(o) for o in t_out), want) if case.torch_compare else math.nan
                 t_ms = stats(time_torch(lambda: case.torch_run(t_ctx), args.warmup, args.runs))
-                rows.append([case.name, case.shape, "torch", "cuda", *t_ms, gflops(case.flops, t_ms[0]), t_err])
+                rows.append([case.name, case.shape, "torch", "cuda", *t_ms, gflops(case.flops, t_ms[0]), t_err,
+                             roof_ms, roofline.fraction(roof_ms, t_ms[0])])
                 line += f" | torch {t_ms[0]:9.3f} ms (x{t_ms[0] / g_ms[0]:.2f})"
             except Exception as exc:  # torch is a peer: its problems are reported, never fatal
                 line += f" | torch: {exc.__class__.__name__}: {' '.join(str(exc).split())[:80]}"
@@ -537,6 +596,8 @@ def main(argv=None) -> int:
     run_dir = new_run_dir(args.out, "gpu_check")
     write_csv(run_dir / "gpu_check.csv", frame)
     write_config(run_dir, "gpu_check", {k: v for k, v in vars(args).items()}, device=device.explain("cuda"),
+                 roofline={"name": peaks.name, "flops": peaks.flops, "bandwidth": peaks.bandwidth,
+                           "source": peaks.source},
                  torch=torch_note, failures=failures, seconds=round(time.perf_counter() - t_start, 1))
     print(f"gpu_check: {len(frame)} rows in {run_dir / 'gpu_check.csv'} ({time.perf_counter() - t_start:.0f} s)")
     if failures:
