@@ -152,3 +152,40 @@ def test_gru_forward_backward_match_cpu(rng, dtype, steps):
     for name, got, want in zip(GRU_GRADS, grads, grads_cpu):
         _check(got, want, dtype, name)
     np.testing.assert_array_equal(d_dh_T.copy_to_host(), dh_T, err_msg="gru_backward modified dh_T")
+
+
+def test_gru_through_functional_and_nn_on_device_matches_cpu(rng):
+    """The dispatch path: F.gru_forward / gru_backward on device arrays (dh_T None and given) and a 2-layer
+    nn.GRU moved to the device give device arrays equal to the CPU's; ids with device weights are refused."""
+    from numbanets import functional as F
+    from numbanets import nn
+
+    x, h0, w_ih, w_hh, b_ih = _rnn_inputs(rng, np.float64, 3)
+    b_hh = rng.standard_normal(3 * H) * 0.5
+    dhs = rng.standard_normal((T, N, H))
+    dh_T = rng.standard_normal((N, H))
+    host = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    hs_cpu, h_T_cpu, cache_cpu = F.gru_forward(*host)
+    hs, h_T, cache = F.gru_forward(*_dev(*host))
+    _check(hs, hs_cpu, np.float64, "hs")
+    _check(h_T, h_T_cpu, np.float64, "h_T")
+    for extra in (None, dh_T):
+        want = F.gru_backward(dhs, cache_cpu, dh_T=extra)
+        got = F.gru_backward(cuda.to_device(dhs), cache, dh_T=None if extra is None else cuda.to_device(extra))
+        for name, g, w in zip(GRU_GRADS, got, want):
+            _check(g, w, np.float64, f"{name} (dh_T {'None' if extra is None else 'given'})")
+    with pytest.raises(TypeError, match="CPU only"):
+        F.gru_forward(np.zeros((T, N), np.int64), *_dev(h0, w_ih, w_hh, b_ih, b_hh))
+
+    cpu_model = nn.GRU(D, H, layers=2, rng=np.random.default_rng(7), dtype=np.float64)
+    gpu_model = nn.GRU(D, H, layers=2, rng=np.random.default_rng(7), dtype=np.float64).to("cuda")
+    state = [rng.standard_normal((N, H)) * 0.5 for _ in range(2)]
+    out_cpu, state_cpu = cpu_model.forward(x, state)
+    out, new_state = gpu_model.forward(cuda.to_device(x), [cuda.to_device(s) for s in state])
+    _check(out, out_cpu, np.float64, "nn.GRU hs")
+    for k in range(2):
+        _check(new_state[k], state_cpu[k], np.float64, f"nn.GRU state l{k}")
+    _check(gpu_model.backward(cuda.to_device(dhs)), cpu_model.backward(dhs), np.float64, "nn.GRU dx")
+    cpu_grads = {name: g for name, _, g in cpu_model.named_parameters()}
+    for name, _, g in gpu_model.named_parameters():
+        _check(g, cpu_grads[name], np.float64, f"nn.GRU {name}")
