@@ -25,4 +25,18 @@ def collect() -> dict[str, str]:
         "BLAS (numpy)": blas_description(),
         "CUDA available": "yes" if device.cuda_status()[0] else "no",
         "device auto": device.explain("auto"),
+        "CUDA GEMM": _cuda_gemm(),
     }
+
+
+def _cuda_gemm() -> str:
+    """The GEMM backend CUDA ops use (cuBLAS or the tiled kernel) and why; numba-cuda missing says so."""
+    try:
+        from numbanets.kernels.cuda.gemm import gemm_backend
+    except ImportError as exc:
+        return f"unavailable ({exc})"
+    try:
+        name, reason = gemm_backend()
+    except ValueError as exc:  # a bad NUMBANETS_GEMM
+        return f"error: {exc}"
+    return f"{name}: {reason}"

@@ -75,6 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--device-model", default="auto", choices=["auto", *roofline.MODELS],
                    help="peaks of the roofline: auto = the GPU's own attributes (the H200's published figures "
                         "without a GPU), or a model's published figures (default auto)")
+    p.add_argument("--gemm", default="auto", choices=["auto", "tiled", "cublas"],
+                   help="CUDA GEMM backend (kernels/cuda/gemm.py; default auto: cuBLAS when CuPy is usable)")
+    p.add_argument("--lstm", default="auto", choices=["auto", "loop", "persistent"],
+                   help="CUDA LSTM path (kernels/cuda/lstm.py; default auto: persistent when it fits)")
     p.add_argument("--predict-only", action="store_true",
                    help="print the roofline predictions as a markdown table and exit (no GPU needed)")
     args = p.parse_args(argv)
@@ -533,6 +537,12 @@ def main(argv=None) -> int:
     torch, torch_note = load_torch(args.no_torch or simulator)
     peaks = roofline.resolve(args.device_model)
     print(f"gpu_check: {device.explain('cuda')}")
+    from numbanets.kernels.cuda import gemm as cuda_gemm
+    from numbanets.kernels.cuda import lstm as cuda_lstm
+
+    cuda_lstm.set_lstm_path(args.lstm)
+    gemm_name, gemm_why = cuda_gemm.set_gemm_backend(args.gemm)
+    print(f"gpu_check: GEMM {gemm_name} ({gemm_why}); LSTM path {args.lstm}")
     print(f"gpu_check: roofline: {peaks.name}, {peaks.flops / 1e12:.1f} TFLOP/s FP32, "
           f"{peaks.bandwidth / 1e12:.2f} TB/s ({peaks.source})")
     print(f"gpu_check: torch: {torch_note}; {args.runs} timed runs after {args.warmup} warm-up, "

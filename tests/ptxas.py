@@ -100,12 +100,17 @@ def parse_ptxas(text: str) -> Resources:
 
 
 def assemble(ptxas: str, ptx: str, arch: str) -> Resources:
-    """ptxas -v -arch=<arch> on the PTX text; CalledProcessError (with ptxas's message) if it fails."""
+    """ptxas -v -arch=<arch> on the PTX text; CalledProcessError (with ptxas's message) if it fails.
+
+    PTX calling external functions (cooperative groups' cudaCG* from cudadevrt, which
+    numba links at load time) is assembled relocatable (-c), as numba does.
+    """
+    relocatable = ["-c"] if ".extern .func" in ptx else []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernel.ptx"
         src.write_text(ptx)
-        res = subprocess.run([ptxas, "-v", f"-arch={arch}", "-o", str(Path(tmp) / "kernel.cubin"), str(src)],
-                             check=False, capture_output=True, text=True)
+        res = subprocess.run([ptxas, "-v", f"-arch={arch}", *relocatable, "-o", str(Path(tmp) / "kernel.cubin"),
+                              str(src)], check=False, capture_output=True, text=True)
     if res.returncode != 0:
         raise subprocess.CalledProcessError(res.returncode, res.args, res.stdout, res.stderr)
     return parse_ptxas(res.stdout + res.stderr)

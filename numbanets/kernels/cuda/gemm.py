@@ -17,9 +17,26 @@ The accumulator has the arrays' dtype, as in cuBLAS.
 
 The shared arrays' dtype must be a compile-time constant, so the kernel is
 built by a factory once per dtype: registered as "gemm_float32" and "gemm_float64".
+
+Backends. `gemm` runs on one of two backends, chosen once per process by
+`gemm_backend()` (shown by `nbnets info`):
+
+    "cublas"  CuPy's cuBLAS binding (cupy.cublas.gemm), when CuPy imports and a
+              real GPU is present. The numba device arrays are wrapped with
+              cupy.asarray through the CUDA array interface (no copy); both
+              libraries launch on the legacy default stream, so the order with
+              the numba kernels is kept.
+    "tiled"   the kernel above: under the simulator, without CuPy, or when
+              NUMBANETS_GEMM=tiled. It is also the reference in the tests.
+
+NUMBANETS_GEMM=auto|tiled|cublas (default auto) forces a choice; "cublas"
+without a usable CuPy is an error (no silent fallback). `set_gemm_backend`
+switches at run time (scripts/gpu_check.py --gemm).
 """
 
 from __future__ import annotations
+
+import os
 
 import numba
 import numpy as np
@@ -28,7 +45,7 @@ from numba import cuda
 from numbanets.kernels.cuda import SIMULATOR, grid_2d
 from numbanets.kernels.cuda.registry import register
 
-__all__ = ["TILE", "gemm"]
+__all__ = ["BACKENDS", "TILE", "choose_backend", "gemm", "gemm_backend", "set_gemm_backend"]
 
 TILE = 8 if SIMULATOR else 16  # 8 x 8 under the simulator: a quarter of the Python threads per block
 _TILE_PAD = TILE + 1  # shared tile row length: TILE + 1 avoids bank conflicts of transposed stores
@@ -103,6 +120,66 @@ def _make_gemm_kernel(dtype_name: str):
 _GEMM_KERNELS = {np.dtype(np.float32): _make_gemm_kernel("float32"), np.dtype(np.float64): _make_gemm_kernel("float64")}
 
 
+BACKENDS = ("tiled", "cublas")
+_ENV = "NUMBANETS_GEMM"
+_state: dict = {}  # "name", "reason", "cupy": the chosen backend, probed once
+
+
+def _probe_cupy():
+    """(cupy module or None, why): CuPy usable for cuBLAS on a real GPU?"""
+    if SIMULATOR:
+        return None, "the CUDA simulator runs no cuBLAS"
+    try:
+        import cupy
+    except ImportError:
+        return None, "CuPy is not installed (pip install 'numbanets[gpu]')"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - CUDARuntimeError, or a driver/runtime mismatch
+        return None, f"CuPy {cupy.__version__} sees no GPU ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return None, f"CuPy {cupy.__version__} sees no GPU"
+    return cupy, f"cuBLAS through CuPy {cupy.__version__}"
+
+
+def choose_backend(request: str, cupy_ok: bool, cupy_why: str) -> tuple[str, str]:
+    """(backend, reason) for a request auto|tiled|cublas and the CuPy probe's result.
+
+    Pure (no imports, no device): the dispatch rule itself, tested without a GPU.
+    """
+    if request not in ("auto",) + BACKENDS:
+        raise ValueError(f"{_ENV} must be auto, tiled or cublas, got {request!r}")
+    if request == "tiled":
+        return "tiled", f"{_ENV}=tiled"
+    if cupy_ok:
+        return "cublas", cupy_why
+    if request == "cublas":
+        raise ValueError(f"{_ENV}=cublas but cuBLAS is unusable: {cupy_why}")
+    return "tiled", f"hand-tiled fallback: {cupy_why}"
+
+
+def set_gemm_backend(request: str = "auto") -> tuple[str, str]:
+    """Choose the backend (auto|tiled|cublas) for every later gemm call; returns (backend, reason)."""
+    mod, why = _probe_cupy() if request != "tiled" else (None, "")
+    name, reason = choose_backend(request, mod is not None, why)
+    _state.update(name=name, reason=reason, cupy=mod if name == "cublas" else None)
+    return name, reason
+
+
+def gemm_backend() -> tuple[str, str]:
+    """(backend, reason) in use: chosen on first use from NUMBANETS_GEMM (default auto)."""
+    if "name" not in _state:
+        set_gemm_backend(os.environ.get(_ENV, "auto").strip().lower() or "auto")
+    return _state["name"], _state["reason"]
+
+
+def _cublas_gemm(cupy, a, b, out, trans_a, trans_b, beta):
+    # zero-copy views through __cuda_array_interface__; cupy.cublas.gemm: out = op(a) op(b) + beta out
+    ca, cb, cout = cupy.asarray(a), cupy.asarray(b), cupy.asarray(out)
+    cupy.cublas.gemm("T" if trans_a else "N", "T" if trans_b else "N", ca, cb, out=cout, alpha=1.0,
+                     beta=float(beta))
+
+
 def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     """out = op(a) @ op(b) + beta * out on the device, in place; returns out.
 
@@ -119,6 +196,9 @@ def gemm(a, b, out, trans_a=False, trans_b=False, beta=0.0):
     if np.dtype(a.dtype) != dtype or np.dtype(b.dtype) != dtype or dtype not in _GEMM_KERNELS:
         raise TypeError(f"gemm needs one float dtype (float32 or float64), got {a.dtype}, {b.dtype}, {out.dtype}")
     if m == 0 or n == 0:
+        return out
+    if gemm_backend()[0] == "cublas":
+        _cublas_gemm(_state["cupy"], a, b, out, trans_a, trans_b, beta)
         return out
     blocks, threads = grid_2d(m, n, TILE)
     if blocks[1] > _MAX_GRID_Y:

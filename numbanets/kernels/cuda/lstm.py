@@ -21,20 +21,57 @@ dc, from dhs_t + dh_next) and one gemm (dh_next = da_t @ w_hh); after the
 loop dx, dw_ih, dw_hh and db are whole-sequence gemms (rnn.sequence_param_grads).
 tanh(c_t) is recomputed, not stored. The first backward step reads dc_T and
 writes dc, so dc_T is never modified and needs no copy.
+
+Path: lstm_forward/lstm_backward hand small problems to the persistent kernel
+(lstm_persistent.py: one launch per sequence, w_hh on chip) and keep the launch
+loop above otherwise. `lstm_path` decides: NUMBANETS_LSTM or set_lstm_path
+auto|loop|persistent; auto takes the persistent kernel on a GPU when
+lstm_persistent.device_plan fits (batch and w_hh slice per SM), and the loop under
+the simulator (its grid sync covers one block only; tests ask for the kernel).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 from numba import cuda
 
-from numbanets.kernels.cuda import empty, grid_1d, zeros
+from numbanets.kernels.cuda import SIMULATOR, empty, grid_1d, lstm_persistent, zeros
 from numbanets.kernels.cuda.gemm import gemm
 from numbanets.kernels.cuda.registry import register
 from numbanets.kernels.cuda.rnn import sequence_param_grads
 
-__all__ = ["lstm_forward", "lstm_backward"]
+__all__ = ["PATHS", "lstm_backward", "lstm_forward", "lstm_path", "set_lstm_path"]
+
+PATHS = ("auto", "loop", "persistent")
+_path = {"request": os.environ.get("NUMBANETS_LSTM", "auto").strip().lower() or "auto"}
+
+
+def set_lstm_path(request: str = "auto") -> None:
+    """auto | loop | persistent for every later lstm_forward/lstm_backward (ValueError otherwise)."""
+    if request not in PATHS:
+        raise ValueError(f"the LSTM path must be one of {', '.join(PATHS)}, got {request!r}")
+    _path["request"] = request
+
+
+def lstm_path(steps: int, batch: int, hidden: int, dtype) -> tuple[str, str]:
+    """("persistent" | "loop", reason) for a sequence of this size on the current device."""
+    request = _path["request"]
+    if request not in PATHS:
+        raise ValueError(f"NUMBANETS_LSTM must be one of {', '.join(PATHS)}, got {request!r}")
+    if request == "loop":
+        return "loop", "asked for the launch loop"
+    if steps < 1:
+        return "loop", "empty sequence"
+    if request == "auto" and SIMULATOR:
+        return "loop", "simulator: grid sync spans one block, the persistent kernel runs only when asked"
+    fits, why = lstm_persistent.device_plan(hidden, batch, dtype)
+    if fits is None:
+        if request == "persistent":
+            raise ValueError(f"the persistent LSTM was asked for but does not fit: {why}")
+        return "loop", why
+    return "persistent", why
 
 
 @register("lstm_step", "{f}[:, ::1], {f}[:, ::1], {f}[::1], {f}[:, ::1], {f}[:, ::1], {f}[:, ::1]")
@@ -121,6 +158,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b):
     G = w_ih.shape[0]
     H = G // 4
     dtype = x.dtype
+    if lstm_path(T, N, H, dtype)[0] == "persistent":
+        return lstm_persistent.lstm_forward(x, h0, c0, w_ih, w_hh, b)
     # input projection of all steps: one gemm, finished in place into the gates
     gates = empty((T, N, G), dtype)
     gemm(x.reshape(T * N, D), w_ih, gates.reshape(T * N, G), trans_b=True)
@@ -144,6 +183,8 @@ def lstm_backward(dhs, dc_T, x, h0, c0, w_ih, w_hh, hs, cs, gates):
     T, N, H = hs.shape
     G = gates.shape[2]
     dtype = hs.dtype
+    if lstm_path(T, N, H, dtype)[0] == "persistent":
+        return lstm_persistent.lstm_backward(dhs, dc_T, x, h0, c0, w_ih, w_hh, hs, cs, gates)
     da = empty((T, N, G), dtype)
     dh_next = zeros((N, H), dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = empty((N, H), dtype)       # dL/dc, becomes dc0 (the first step reads dc_T)
