@@ -30,8 +30,11 @@ GRAD_DECAY_COLUMNS = ["cell", "seed", "phase", "steps", "t", "grad_norm", "grad_
 DECAY_METRICS = ["rho", "lambda1", "gamma", "lambda1_gamma", "effective_rate",
                  "decay_slope", "decay_factor", "steps_to_1e-3"]
 SUMMARY_COLUMNS = ["cell", "seed", "phase"] + DECAY_METRICS
-BENCH_COLUMNS = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
-                 "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]
+BENCH_NEEDED = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
+                "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]  # what older runs wrote too
+BENCH_COLUMNS = [*BENCH_NEEDED[:-1], "speedup_ci_low", "speedup_ci_high", "speedup_vs_numpy", "numpy_ci_low",
+                 "numpy_ci_high", "wide", "blocks", "block_runs", "added_blocks", "load_before", "load_after",
+                 "cpu_vendor", "cpu_model", "cpu_flags", "blas"]
 
 # (kind, table name = file name without .csv, columns it must have), tried in this order
 TABLES = [
@@ -39,7 +42,7 @@ TABLES = [
     ("train-cnn", "metrics", CNN_COLUMNS),
     ("grad-decay", "grad_decay", GRAD_DECAY_COLUMNS),
     ("grad-decay", "summary", SUMMARY_COLUMNS),
-    ("bench", "bench", BENCH_COLUMNS),
+    ("bench", "bench", BENCH_NEEDED),
 ]
 FILE_NAMES = sorted({f"{name}.csv" for _, name, _ in TABLES})
 EXPECTED = ("the columns of a train-charlm or train-cnn metrics.csv, a grad-decay grad_decay.csv or "

@@ -4,7 +4,8 @@ agreement(case)   one run of every implementation on the same inputs, outputs co
                   numbanets' (max |peer - numbanets| / max |numbanets| per output; for a training
                   step's updated weights, relative to the size of numbanets' update); check() raises
                   PeerMismatch above the tolerance.
-time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off.
+time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off; one
+                  block of runner.bench.intervals' alternating rounds.
 row()             one bench.csv row from a list of timings: median, min, max, GFLOP/s, fraction of peak.
 sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
 fix_allocator()   (runner.common.allocator) glibc malloc's thresholds fixed for the run.
@@ -132,10 +133,13 @@ def _clock(runner):
     return once_cuda
 
 
-def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3) -> list[float]:
-    """Up to `runs` timed calls (ms), stopping after max_seconds once min_runs are done; GC off meanwhile."""
+def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3, gc_off: bool = True) -> list[float]:
+    """Up to `runs` timed calls (ms), stopping after max_seconds once min_runs are done; GC collected, then
+    off meanwhile (gc_off False: the caller has turned it off for many blocks)."""
     once = _clock(runner)
-    gc.collect()
+    if gc_off:
+        gc.collect()
+    enabled = gc.isenabled()
     gc.disable()
     try:
         times, t_end = [], time.perf_counter() + max_seconds
@@ -145,21 +149,26 @@ def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3) -> list
                 break
         return times
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
 
 
 def row(case, shape, impl, device, threads, times, flops, peak, rss=math.nan) -> dict:
     """A bench.csv row (runner.bench.command.COLUMNS, and "runs") of `times` (ms) of one implementation.
 
     gflops = flops at the median time; fraction_of_peak = that / `peak` (GFLOP/s; None or 0: NaN).
-    The speedup columns start as NaN: the command fills them in once every implementation is timed.
+    The speedup columns and their intervals start as NaN (wide as None): the command fills them in for
+    numbanets' row once every implementation is timed; the load and machine columns too.
     """
     med = statistics.median(times) if times else math.nan
     gflops = flops / (med * 1e-3) / 1e9 if flops and med > 0 else math.nan
     return dict(case=case, shape=shape, impl=impl, device=device, threads=threads, median_ms=med,
                 min_ms=min(times, default=math.nan), max_ms=max(times, default=math.nan), gflops=gflops,
                 fraction_of_peak=gflops / peak if peak and peak > 0 else math.nan, peak_rss_mb=rss,
-                speedup_vs_torch=math.nan, speedup_vs_numpy=math.nan, runs=len(times))
+                speedup_vs_torch=math.nan, speedup_ci_low=math.nan, speedup_ci_high=math.nan,
+                speedup_vs_numpy=math.nan, numpy_ci_low=math.nan, numpy_ci_high=math.nan, wide=None,
+                blocks=math.nan, block_runs=math.nan, added_blocks=math.nan, load_before=math.nan,
+                load_after=math.nan, runs=len(times))
 
 
 def sgemm(n: int, repeat: int, max_seconds: float, ctx) -> tuple[dict, float]:
