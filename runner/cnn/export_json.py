@@ -2,6 +2,10 @@
 
     nbnets export-json RUN_DIR            -> RUN_DIR/model.json
     nbnets train-cnn --init-from FILE.json   starts from its weights
+    nbnets export-json RUN_DIR --format convnetjs   ConvNetJS's own layout (runner/cnn/convnetjs.py)
+
+`read` also takes a ConvNetJS net.toJSON() snapshot: any JSON object without this
+format's "format" marker goes to convnetjs.read.
 
 The file holds the spec (`arch`), the input shape and one entry per layer with
 ConvNetJS's names where they fit: `layer_type` (input, conv, pool, relu, tanh,
@@ -32,7 +36,7 @@ from numbanets import shapes
 from numbanets.checkpoint import atomic_write_text
 from numbanets.device import to_host
 from numbanets.nn import arch
-from runner.cnn import checkpoint
+from runner.cnn import checkpoint, convnetjs
 
 FORMAT = "numbanets-convnet"
 VERSION = 1
@@ -145,7 +149,7 @@ def to_dict(model, spec: str, input_shape, extra: dict | None = None) -> dict:
         "format": FORMAT,
         "version": VERSION,
         "arch": spec,
-        "input_shape": list(int(s) for s in input_shape),
+        "input_shape": [int(s) for s in input_shape],
         "classes": int(shape[0]),
         "dtype": np.dtype(dtype or np.float32).name,
         **(extra or {}),
@@ -189,6 +193,9 @@ def read(path) -> Snapshot:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if convnetjs.is_convnetjs(doc):  # a ConvNetJS net.toJSON() snapshot
+        spec, shape, weights, meta = convnetjs.read(path, doc)
+        return Snapshot(spec, shape, np.dtype(np.float32), weights, meta)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path}: not a numbanets network snapshot (no \"format\": \"{FORMAT}\"; "
                          f"write one with nbnets export-json RUN_DIR)")
@@ -253,12 +260,15 @@ def load_into(model, snap: Snapshot, source: str = "snapshot") -> None:
 
 # --------------------------------------------------------------------------- export a run
 
-def export_run(source, output=None) -> tuple[Path, dict]:
+def export_run(source, output=None, fmt: str = "numbanets") -> tuple[Path, dict]:
     """Write the snapshot of a train-cnn run folder (its checkpoint.npz) or checkpoint file.
 
-    Returns (path written, facts for the one-line report). Default output: model.json beside
-    the checkpoint.
+    `fmt` numbanets: this module's format; convnetjs: what ConvNetJS's Net.fromJSON reads
+    (runner/cnn/convnetjs.py). Returns (path written, facts for the one-line report). Default
+    output: model.json (model.convnetjs.json) beside the checkpoint.
     """
+    if fmt not in ("numbanets", "convnetjs"):
+        raise ValueError(f"--format must be numbanets or convnetjs, got {fmt!r}")
     source = Path(source)
     if source.is_dir():
         ckpt = source / "checkpoint.npz"
@@ -279,6 +289,15 @@ def export_run(source, output=None) -> tuple[Path, dict]:
         "normalisation": meta.get("normalisation", {"mean": 0.0, "std": 1.0}),
         "note": "inputs are (x - normalisation.mean) / normalisation.std; fc filters flatten (C, H, W) row-major",
     }
+    if fmt == "convnetjs":
+        norm = extra["normalisation"]
+        extra = {"numbanets": {"arch": spec, "input_shape": list(shape), "source": extra["source"],
+                               "normalisation": norm,
+                               "note": "feed ConvNetJS a Vol(W, H, C) of (x - mean) / std; see docs/commands/export-json.md"}}
+        doc = convnetjs.to_dict(model, spec, shape, exact_floats, extra)  # ValueError: a layer ConvNetJS lacks
+        out = Path(output) if output is not None else ckpt.parent / "model.convnetjs.json"
+        atomic_write_text(out, dumps(doc) + "\n")
+        return out, {"arch": spec, "epoch": meta.get("epoch"), "parameters": model.num_parameters()}
     out = Path(output) if output is not None else ckpt.parent / "model.json"
     write(out, model, spec, shape, extra)
     return out, {"arch": spec, "epoch": meta.get("epoch"), "parameters": model.num_parameters()}
