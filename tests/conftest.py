@@ -1,11 +1,44 @@
-"""Shared pytest fixtures: a per-test seeded random generator and an optional torch."""
+"""Shared pytest fixtures: a per-test seeded random generator, an optional torch, and the CI switch.
+
+The CI switch: under `CI=true` (or an explicit `NUMBANETS_REQUIRE=torch,ptx`, a comma list that
+overrides CI's default), a missing optional peer is a failure, not a skip, so a CI run cannot stay
+green while the parity or PTX tests quietly vanish. Locally a missing peer still skips with its reason.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 import pytest
+
+PEERS = ("torch", "ptx")
+
+
+def required_peers(environ=None) -> set:
+    """The optional peers whose absence fails the run: NUMBANETS_REQUIRE, else all of PEERS when CI=true."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get("NUMBANETS_REQUIRE")
+    if explicit is not None:
+        names = {s.strip() for s in explicit.split(",") if s.strip()}
+        unknown = names - set(PEERS)
+        if unknown:
+            raise ValueError(f"NUMBANETS_REQUIRE: unknown peer(s) {sorted(unknown)}, expected some of {PEERS}")
+        return names
+    if environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        return set(PEERS)
+    return set()
+
+
+def skip_or_fail(peer: str, reason: str, allow_module_level: bool = False):
+    """Skip with the reason, or fail with it when the peer is required (CI)."""
+    if peer in required_peers():
+        pytest.fail(f"{reason} [required here: CI=true or NUMBANETS_REQUIRE names {peer!r}]", pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)
 
 
 @pytest.fixture
@@ -17,9 +50,79 @@ def rng(request):
 
 @pytest.fixture(scope="session")
 def torch():
-    """The torch module, or skip the test when torch is not importable (an optional peer)."""
+    """The torch module; skips when torch is not importable (an optional peer), fails instead under CI."""
     try:
         import torch as _torch
-    except (ImportError, OSError):
-        pytest.skip("torch not installed")
+    except (ImportError, OSError) as exc:
+        skip_or_fail("torch", f"torch not installed ({type(exc).__name__}: {exc})")
     return _torch
+
+
+# --------------------------------------------------------------------------- strict simulator arrays
+
+def _simulator() -> bool:
+    from numba import config
+
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
+
+
+@pytest.fixture(scope="session")
+def _real_device_array_attributes():
+    """Public attribute names of a real numba DeviceNDArray (read in a subprocess without the simulator)."""
+    code = ("import json\n"
+            "from numba.cuda.cudadrv.devicearray import DeviceNDArray\n"
+            "print(json.dumps(sorted(n for n in dir(DeviceNDArray) if not n.startswith('_'))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    # (ndim ... stream are set in DeviceNDArrayBase.__init__, so dir() of the class lacks them)
+    names = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    return names | {"ndim", "shape", "strides", "dtype", "size", "alloc_size", "gpu_data", "stream"}
+
+
+@pytest.fixture
+def host_conversions():
+    """(path, size) of every device-to-host conversion in a `cuda` test under the simulator:
+    copy_to_host and numpy's conversions (np.asarray / np.array, through __array__)."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def strict_simulator_arrays(request, monkeypatch):
+    """In every `cuda` test under the simulator, device arrays behave like a real DeviceNDArray.
+
+    The simulator's arrays wrap numpy arrays and hand out every numpy attribute (dev.sum(),
+    dev.astype(), np.asarray(dev) through __array_interface__), so host code that only works in the
+    simulator, or that quietly brings a whole array back, would pass. Here they refuse the public
+    attributes a real DeviceNDArray lacks, and every host conversion goes through copy_to_host or
+    __array__ (as on a real array) and is recorded in the `host_conversions` fixture.
+    """
+    if request.node.get_closest_marker("cuda") is None or not _simulator():
+        yield
+        return
+    real = request.getfixturevalue("_real_device_array_attributes")
+    record = request.getfixturevalue("host_conversions")
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    original_getattr, original_copy = FakeCUDAArray.__getattr__, FakeCUDAArray.copy_to_host
+
+    def strict_getattr(self, name):
+        if name in ("__array_interface__", "__array_struct__"):  # numpy then takes __array__ (recorded)
+            raise AttributeError(name)
+        if not name.startswith("_") and name not in real:
+            raise AttributeError(f"a real numba DeviceNDArray has no attribute {name!r} (simulator only)")
+        return original_getattr(self, name)
+
+    def copy_to_host(self, *args, **kwargs):
+        record.append(("copy_to_host", int(self._ary.size)))
+        return original_copy(self, *args, **kwargs)
+
+    def as_array(self, dtype=None, copy=None):
+        record.append(("__array__", int(self._ary.size)))
+        out = np.array(self._ary, copy=True)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    monkeypatch.setattr(FakeCUDAArray, "__getattr__", strict_getattr)
+    monkeypatch.setattr(FakeCUDAArray, "copy_to_host", copy_to_host)
+    monkeypatch.setattr(FakeCUDAArray, "__array__", as_array, raising=False)
+    yield

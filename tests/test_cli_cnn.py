@@ -56,8 +56,10 @@ def test_one_epoch_learns_and_writes_every_file(tmp_path):
     assert list(metrics.columns) == cnn.METRIC_COLUMNS
     assert metrics["epoch"].tolist() == [0, 1] and metrics["step"].tolist() == [0, 45]
     chance = 0.1
-    assert metrics["test_acc"].iloc[0] < 0.3  # untrained
-    assert metrics["test_acc"].iloc[1] > 3 * chance and metrics["train_acc"].iloc[1] > 2 * chance
+    assert metrics["test_acc"].iloc[0] < 3 * chance  # untrained
+    # what one epoch of these settings achieves (measured, seeds 0-2: test 0.867-0.897, train 0.635-0.697),
+    # with a margin; the old bound (3 x chance) let a model that learns a third as well pass
+    assert metrics["test_acc"].iloc[1] > 0.8 and metrics["train_acc"].iloc[1] > 0.55
     assert metrics["test_loss"].iloc[1] < metrics["test_loss"].iloc[0]
     assert metrics["images_per_s"].iloc[1] > 0 and metrics["elapsed_s"].is_monotonic_increasing
     confusion = pd.read_csv(run_dir / "confusion.csv")
