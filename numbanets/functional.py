@@ -9,6 +9,7 @@ Layouts are PyTorch's, so weights move across:
     conv2d          x (N, C, H, W)  w (F, C/groups, KH, KW)  b (F,)  -> y (N, F, OH, OW)
     conv1d          x (N, C, L)     w (F, C/groups, K)       b (F,)  -> y (N, F, OL)
     max_pool2d      x (N, C, H, W)                                   -> y, indices (N, C, OH, OW)
+    gap_forward     x (N, C, H, W)                                   -> y (N, C), the mean of each plane
     linear          x (N, D)        w (O, D)                 b (O,)  -> y (N, O)
     rnn_forward     x (T, N, D)  h0 (N, H)  w_ih (H, D)  w_hh (H, H)  b (H,)    -> hs (T, N, H)
     lstm_forward    x (T, N, D)  h0, c0 (N, H)  w_ih (4H, D)  w_hh (4H, H)  b (4H,), gates i, f, g, o
@@ -37,6 +38,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 __all__ = [
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward",
     "max_pool2d", "max_pool2d_backward", "max_pool1d", "max_pool1d_backward",
+    "gap_forward", "gap_backward",
     "linear", "linear_backward", "activation", "activation_backward", "softmax",
     "softmax_cross_entropy", "rnn_forward", "rnn_backward", "lstm_forward",
     "lstm_backward", "gru_forward", "gru_backward", "clip_grad_norm",
@@ -317,6 +319,29 @@ def max_pool1d_backward(dy, indices, x_shape):
     dy4 = k.contiguous(dy).reshape(n, c, 1, dy.shape[2])
     idx4 = k.contiguous(indices).reshape(n, c, 1, dy.shape[2])
     return k.pool.max_pool2d_backward(dy4, idx4, 1, length).reshape(n, c, length)
+
+
+def gap_forward(x):
+    """Global average pooling: x (N, C, H, W) -> y (N, C), y[n, c] = the mean of x[n, c] over H and W.
+
+    The read-out of a class-activation-mapping network (`...-conv-relu-gap-fcK`).
+    """
+    k = backend_of(x=x)
+    _check_float("x", x, 4)
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have H, W >= 1 to average over, got shape {tuple(x.shape)}")
+    return k.pool.global_avg_pool2d_forward(k.contiguous(x))
+
+
+def gap_backward(dy, x_shape):
+    """Gradient of gap_forward: dy (N, C) -> dx (x_shape = (N, C, H, W)), dx[n, c] = dy[n, c] / (H * W)."""
+    k = backend_of(dy=dy)
+    _check_float("dy", dy, 2)
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4 or x_shape[:2] != tuple(dy.shape) or min(x_shape[2:]) < 1:
+        raise ValueError(f"x_shape must be (N, C, H, W) with (N, C) = dy's {tuple(dy.shape)} and H, W >= 1, "
+                         f"got {x_shape}")
+    return k.pool.global_avg_pool2d_backward(k.contiguous(dy), x_shape[2], x_shape[3])
 
 
 # --------------------------------------------------------------------------- dense

@@ -52,7 +52,7 @@ def table(spec: str, input_shape) -> pd.DataFrame:
 def totals(frame: pd.DataFrame) -> dict[str, int]:
     return {
         "params": int(frame["params"].sum()),
-        "neurons": int(frame.loc[frame["kind"].isin(["conv", "pool", "fc"]), "neurons"].sum()),
+        "neurons": int(frame.loc[frame["kind"].isin(["conv", "pool", "gap", "fc"]), "neurons"].sum()),
         "multiply_adds": int(frame["multiply_adds"].sum()),
     }
 

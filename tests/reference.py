@@ -32,6 +32,8 @@ __all__ = [
     "conv1d_ref",
     "max_pool2d_ref",
     "max_pool1d_ref",
+    "gap_ref",
+    "gap_backward_ref",
     "linear_ref",
     "activation_ref",
     "softmax_ref",
@@ -217,6 +219,34 @@ def max_pool1d_ref(x, kernel_size, stride=None, padding=0):
                 y[n, c, i] = best
                 idx[n, c, i] = best_at
     return y, idx
+
+
+def gap_ref(x):
+    """Global average pooling: y[n,c] = (1 / (H*W)) * sum over h, w of x[n,c,h,w].  (N, C, H, W) -> (N, C)."""
+    x = _f64(x)
+    N, C, H, W = x.shape
+    y = np.zeros((N, C))
+    for n in range(N):
+        for c in range(C):
+            total = 0.0
+            for h in range(H):
+                for w in range(W):
+                    total += x[n, c, h, w]
+            y[n, c] = total / (H * W)
+    return y
+
+
+def gap_backward_ref(dy, x_shape):
+    """dx[n,c,h,w] = dy[n,c] / (H*W): every input of a map shares its mean's gradient equally."""
+    dy = _f64(dy)
+    N, C, H, W = x_shape
+    dx = np.zeros((N, C, H, W))
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = dy[n, c] / (H * W)
+    return dx
 
 
 # ------------------------------------------------------------------- dense --

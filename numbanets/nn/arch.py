@@ -8,6 +8,7 @@ A spec is a list of tokens joined by "-", for example
                         options after ":" (repeatable): s=<stride>, p=<int|valid|same|full>,
                         g=<groups>, nobias
     pool<K> / pool<KH>x<KW>   max pooling; options s=<stride> (default K), p=<int>
+    gap                       global average pooling: (C, H, W) -> (C,), each feature map to its mean
     relu, tanh, sigmoid       activations
     fc<N>                     fully connected layer of N units (flattens its input first)
     dropout<P>                inverted dropout with drop probability P (e.g. dropout0.5)
@@ -31,7 +32,7 @@ ACTIVATION_TOKENS = ("relu", "tanh", "sigmoid")
 
 @dataclass(frozen=True)
 class LayerSpec:
-    kind: str  # conv, pool, act, fc, dropout
+    kind: str  # conv, pool, gap, act, fc, dropout
     token: str
     maps: int = 0
     kernel: tuple[int, int] = (1, 1)
@@ -104,6 +105,8 @@ def _parse_token(spec: str, token: str) -> LayerSpec:
                          stride=None if stride is None else (stride, stride), padding=int(padding))
     if opts:
         raise _bad(spec, token, "only conv and pool layers take options")
+    if head == "gap":
+        return LayerSpec("gap", token)
     if head in ACTIVATION_TOKENS:
         return LayerSpec("act", token, activation=head)
     if m := _FC.match(head):
@@ -115,7 +118,7 @@ def _parse_token(spec: str, token: str) -> LayerSpec:
         if not 0 <= p < 1:
             raise _bad(spec, token, "dropout probability must be in [0, 1)")
         return LayerSpec("dropout", token, p=p)
-    raise _bad(spec, token, "expected convFxKHxKW, poolK, relu, tanh, sigmoid, fcN or dropoutP")
+    raise _bad(spec, token, "expected convFxKHxKW, poolK, gap, relu, tanh, sigmoid, fcN or dropoutP")
 
 
 def parse(spec: str) -> list[LayerSpec]:
@@ -192,6 +195,12 @@ def plan(layers: list[LayerSpec], input_shape: tuple[int, ...]) -> list[PlanRow]
             else:
                 rows.append(PlanRow(i + 1, layer.token, "pool", (c, *out_hw), notes=notes))
             shape = rows[-1].out_shape
+        elif layer.kind == "gap":
+            if len(shape) != 3:
+                raise ValueError(f"{where}: needs a (C, H, W) input, not a flat one")
+            # the mean of each map: one multiply-add (weight 1/(H*W)) per input number
+            rows.append(PlanRow(i + 1, layer.token, "gap", (shape[0],), multiply_adds=math.prod(shape)))
+            shape = rows[-1].out_shape
         elif layer.kind == "fc":
             d = math.prod(shape)
             out = (layer.units,)
@@ -225,6 +234,8 @@ def build(layers: list[LayerSpec], input_shape: tuple[int, ...], rng, dtype=None
                                groups=layer.groups, bias=layer.bias, rng=rng, dtype=dtype)
         elif layer.kind == "pool":
             module = nn.MaxPool2D(layer.kernel, stride=layer.stride, padding=layer.padding)
+        elif layer.kind == "gap":
+            module = nn.GlobalAvgPool2D()
         elif layer.kind == "act":
             module = nn.Activation(layer.activation)
         elif layer.kind == "fc":

@@ -3,6 +3,7 @@
     Conv2D(in_channels, maps, kernel_size, stride=1, padding=0, groups=1, bias=True, *, rng, dtype)
         x (N, C, H, W) -> y (N, F, OH, OW); params w (F, C/groups, KH, KW), b (F,)
     MaxPool2D(kernel_size, stride=None, padding=0)   x (N, C, H, W) -> y (N, C, OH, OW)
+    GlobalAvgPool2D()    x (N, C, H, W) -> y (N, C): the mean of every feature map (the `gap` token)
     Linear(in_features, out_features, bias=True, *, rng, dtype)
         x (N, D) -> y (N, O); params w (O, D), b (O,)
     Flatten()        x (N, ...) -> y (N, prod(...))
@@ -28,7 +29,7 @@ from numbanets.nn import init
 from numbanets.nn.arrays import add_, device_of, mul
 from numbanets.nn.module import Module
 
-__all__ = ["Conv2D", "MaxPool2D", "Linear", "Flatten", "Activation", "ReLU", "Tanh", "Sigmoid",
+__all__ = ["Conv2D", "MaxPool2D", "GlobalAvgPool2D", "Linear", "Flatten", "Activation", "ReLU", "Tanh", "Sigmoid",
            "Dropout", "Sequential"]
 
 
@@ -117,6 +118,31 @@ class MaxPool2D(Module):
 
     def __repr__(self):
         return f"MaxPool2D(kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r})"
+
+
+class GlobalAvgPool2D(Module):
+    """Global average pooling: every feature map to its mean, (N, C, H, W) -> (N, C), no parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.x_shape = None
+
+    def output_shape(self, input_shape):
+        prefix, c, _ = _spatial(input_shape, None, "GlobalAvgPool2D")
+        return prefix + (c,)
+
+    def forward(self, x):
+        y = F.gap_forward(x)
+        self.x_shape = tuple(x.shape)
+        return y
+
+    def backward(self, dy):
+        dx = F.gap_backward(dy, self._saved("x_shape"))
+        self._release("x_shape")
+        return dx
+
+    def __repr__(self):
+        return "GlobalAvgPool2D()"
 
 
 class Linear(Module):

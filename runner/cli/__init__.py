@@ -9,7 +9,7 @@ That is the one reason for function-level imports in runner.cli. Each command's
 --help ends with the path of its manual (docs/commands/<command>.md).
 
     group.py        the `nbnets` group
-    tools.py        info, shapes, bench, analyse
+    tools.py        info, shapes, bench, analyse, heatmap
     training.py     train-cnn, export-json, train-charlm, sample
     experiments.py  grad-decay, memory, sweep
     floats.py       float option types that refuse inf and nan

@@ -1,4 +1,4 @@
-"""nbnets info, shapes, bench and analyse: the commands that describe, time and read back."""
+"""nbnets info, shapes, bench, analyse and heatmap: the commands that describe, time and read back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from runner.cli.floats import FiniteFloatRange
 from runner.cli.group import main
-from runner.common.console import manual, user_errors
+from runner.common.console import given_options, manual, user_errors
 
 
 @main.command(epilog=manual("info"))
@@ -62,9 +62,13 @@ _BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fw
               help="Where numbanets and torch run (cuda: against PyTorch CUDA, timed with CUDA events; the "
                    "numpy peer stays on the CPU). auto: the GPU when numba can use one.")
 @click.option("--repeat", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Timed runs per implementation and case (fewer when --max-seconds runs out, at least 3).")
+              help="Rounds per case: each times a short block of every implementation in turn, and gives one "
+                   "ratio per peer (fewer when --max-seconds runs out, but at least 5).")
 @click.option("--max-seconds", type=FiniteFloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="About how long to time one implementation of one case.")
+              help="About how long to time one implementation of one case in the first pass.")
+@click.option("--cap-seconds", type=FiniteFloatRange(min=0), default=None,
+              help="Re-measure a case whose 95% interval of the speed-up is wider than +-10% until it narrows "
+                   "or the case has been timed this long in all; 0: never (default: 30, 0 with --tiny).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Untimed runs after the first (compiling, checked) run.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -88,9 +92,12 @@ def bench(**options):
     numbers (else exit 1). Compile time is excluded; rows give the median, min
     and max in ms, GFLOP/s and the fraction of the machine's measured sgemm
     rate, peak memory of the training steps (each in a fresh process; empty
-    for kernel cases), and speedup_vs_torch / speedup_vs_numpy (peer's median /
-    numbanets'). Writes bench.csv and config.json to OUT/bench/<timestamp>-<id>/
-    and prints the table. The full CPU run takes a few minutes; Ctrl-C stops
+    for kernel cases), and speedup_vs_torch / speedup_vs_numpy: the
+    implementations alternate in short blocks, and the speed-up is the median of
+    the per-block ratios (peer / numbanets) with a bootstrap 95% interval, a case
+    still wider than +-10% flagged. The CPU, its flags, the BLAS's code path and
+    the load go into every row. Writes bench.csv and config.json to
+    OUT/bench/<timestamp>-<id>/ and prints the table. The full CPU run takes a few minutes; Ctrl-C stops
     it with the rows measured so far written (exit code 130).
     """
     from runner.bench import command as bench_command  # start-up time
@@ -146,3 +153,57 @@ def analyse(paths, fmt, plot_dir, group_by, metric, x, hue):
     click.echo(text, nl=False)
     for path in written:
         click.echo(f"wrote {path}", err=fmt == "csv")
+
+
+# --- nbnets heatmap (runner/heatmap/) ---
+@main.command(epilog=manual("heatmap"))
+@click.argument("source", type=click.Path())
+@click.option("--method", "methods", default="all", show_default=True, metavar="LIST",
+              help="Comma list of cam (networks ending in gap-fcK), gradcam, occlusion; all: every one that "
+                   "applies.")
+@click.option("--images", type=click.IntRange(min=1), default=8, show_default=True,
+              help="How many test images: the first N of the test split (of --class K if given).")
+@click.option("--index", default=None, metavar="LIST", help="Test-set indices instead, e.g. 3,17,42.")
+@click.option("--class", "image_class", type=click.IntRange(min=0), default=None,
+              help="Only test images whose true class is K.")
+@click.option("--target", type=click.IntRange(min=0), default=None,
+              help="Explain this class in every image [default: each image's predicted class].")
+@click.option("--layer", type=click.IntRange(min=1), default=None,
+              help="Grad-CAM's conv layer, numbered as `nbnets shapes` numbers them [default: the last conv].")
+@click.option("--patch", type=click.IntRange(min=1), default=None,
+              help="Occlusion square side in pixels [default: a quarter of the image side, 2 on 8x8].")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Occlusion step in pixels [default: half the patch].")
+@click.option("--sanity", is_flag=True,
+              help="Also run the sanity checks (model randomisation, Grad-CAM/occlusion agreement, CAM = "
+                   "Grad-CAM) and write sanity.csv.")
+@click.option("--sanity-images", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many test images the sanity checks average over: the first N of the test split (of "
+                   "--class), whatever --index draws.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the re-initialised weights of --sanity's model randomisation.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="The data file, when the run's has moved or a snapshot's run folder is gone.")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
+              help="Where the network runs (auto: the GPU when numba can use one).")
+@click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Results folder; the run goes to OUT/heatmap/<timestamp>-<id>/.")
+@click.option("--plot/--no-plot", default=True, show_default=True,
+              help="Draw heatmaps.png (needs the plot extra: pip install -e '.[plot]').")
+@click.pass_context
+@user_errors
+def heatmap(ctx, source, **options):
+    """Where a trained CNN looks: CAM, Grad-CAM and occlusion maps of test images.
+
+    SOURCE is a train-cnn run folder, its checkpoint.npz, or a JSON snapshot
+    (nbnets export-json). For each image the maps show the evidence for its
+    predicted class (or --target): cam weights the maps a gap layer averages
+    by the fc weights of the class; gradcam weights a conv layer's maps by the
+    mean gradient of the class score; occlusion is the drop of the class
+    probability when a square is replaced by the mean training image. Writes
+    config.json, heatmaps.npz, heatmaps.png and, with --sanity, sanity.csv to
+    OUT/heatmap/<timestamp>-<id>/.
+    """
+    from runner.heatmap import command as heatmap_command  # start-up time
+
+    heatmap_command.run({"source": source, **options}, given=given_options(ctx, options), echo=click.echo)

@@ -65,6 +65,7 @@ def train_cnn(ctx, resume, **options):
                    PAD: an int, valid (0), same (out = ceil(in/s)) or
                    full (K-1 on both sides)
       poolK, poolKHxKW   max pooling; s=STRIDE (default K), p=INT
+      gap          global average pooling: each map to its mean (CxHxW -> C)
       relu, tanh, sigmoid
       fcN          fully connected, N units (flattens its input)
       dropoutP     inverted dropout with drop probability P (default 0.5)
@@ -83,19 +84,22 @@ def train_cnn(ctx, resume, **options):
 @main.command("export-json", epilog=manual("export-json"))
 @click.argument("source", type=click.Path())
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the JSON [default: model.json in the run folder].")
+              help="Where to write the JSON [default: model.json (model.convnetjs.json) in the run folder].")
+@click.option("--format", "fmt", type=click.Choice(("numbanets", "convnetjs")), default="numbanets",
+              show_default=True, help="numbanets: PyTorch layouts; convnetjs: what ConvNetJS's Net.fromJSON loads.")
 @user_errors
-def export_json(source, output):
+def export_json(source, output, fmt):
     """Write a train-cnn network as readable JSON (like ConvNetJS's toJSON).
 
     SOURCE is a train-cnn run folder (its checkpoint.npz) or a checkpoint file.
     The file lists every layer with its hyper-parameters and weights (float32
     written to round-trip bit for bit); `nbnets train-cnn --init-from FILE`
-    loads it.
+    loads it. --format convnetjs writes ConvNetJS 0.3.0's own layout (Vol
+    objects, HWC order) and refuses layers ConvNetJS lacks (exit 2).
     """
     from runner.cnn import export_json as snapshot  # start-up time
 
-    path, facts = snapshot.export_run(source, output)
+    path, facts = snapshot.export_run(source, output, fmt)
     click.echo(f"wrote {path}: {facts['arch']} after epoch {facts['epoch']}, {facts['parameters']:,} parameters")
 
 

@@ -17,12 +17,22 @@ forward has its own plane loop (four fixed taps, no window bounds and no
 per-tap bounds tests; the same comparisons in the same order), several times
 faster than the general loop (BENCHMARKS.md, "Measurements behind the CPU
 kernels' design").
+
+Global average pooling (the `gap` token, Lin et al. 2014's network-in-network
+read-out, which CAM needs):
+
+    y[n, c] = (1 / (H * W)) * sum over h, w of x[n, c, h, w]      (N, C, H, W) -> (N, C)
+    dx[n, c, h, w] = dy[n, c] / (H * W)
+
+The sum runs in float64 whatever the dtype (one rounding at the end for
+float32), parallel over the (n, c) planes; the backward writes every plane
+from its one dy value (no overlap, no races).
 """
 
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["max_pool2d_forward", "max_pool2d_backward"]
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "global_avg_pool2d_forward", "global_avg_pool2d_backward"]
 
 
 @njit(cache=True)
@@ -110,4 +120,40 @@ def max_pool2d_backward(dy, indices, H, W):
     bad = _scatter_add(dy.reshape(n * c, oh * ow), indices.reshape(n * c, oh * ow), dx.reshape(n * c, H * W), H * W)
     if bad:
         raise ValueError(f"indices must lie in 0..H*W-1 = {H * W - 1} (as max_pool2d returns them); {bad} do not")
+    return dx
+
+
+@njit(cache=True, parallel=True)
+def global_avg_pool2d_forward(x):
+    # x (N, C, H, W), H * W >= 1 -> y (N, C): the mean of every plane, summed in float64
+    N, C, H, W = x.shape
+    hw = H * W
+    y = np.empty((N, C), dtype=x.dtype)
+    xf = x.reshape(N * C, hw)
+    yf = y.reshape(N * C)
+    for plane in prange(N * C):
+        total = 0.0
+        row = xf[plane]
+        for k in range(hw):
+            total += np.float64(row[k])
+        yf[plane] = total / hw
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _spread(dyf, dxf, hw):
+    # dyf (planes,) -> dxf (planes, hw): every entry of a plane = its dy / hw
+    for plane in prange(dxf.shape[0]):
+        v = np.float64(dyf[plane]) / hw
+        row = dxf[plane]
+        for k in range(hw):
+            row[k] = v
+
+
+def global_avg_pool2d_backward(dy, H, W):
+    # dy (N, C) -> dx (N, C, H, W) in dy's dtype, dx[n, c] = dy[n, c] / (H * W)
+    n, c = dy.shape
+    dx = np.empty((n, c, H, W), dtype=dy.dtype)
+    if dx.size:
+        _spread(dy.reshape(n * c), dx.reshape(n * c, H * W), H * W)
     return dx

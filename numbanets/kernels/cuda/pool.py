@@ -17,6 +17,14 @@ backward  dx = 0, then one thread per dy element atomically adds dy into
           Indices outside 0..H*W-1 are skipped (never an out-of-bounds write);
           unlike the CPU kernel this raises no ValueError, which would cost a
           device-to-host copy and a synchronisation on every backward pass.
+
+Global average pooling, y[n, c] = mean over the (n, c) plane of x, (N, C, H, W) -> (N, C):
+
+forward   one thread per plane (grid-stride loop) sums its H*W values in float64
+          and divides once (the CPU kernel's order, so the same float32 result up to
+          the sum's rounding). The planes it averages are small (the last conv maps
+          of a CAM network: 4x4 to 14x14), so a block reduction per plane would idle.
+backward  one thread per dx element: dx[n, c, h, w] = dy[n, c] / (H*W), no atomics.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from numba import cuda
 from numbanets.kernels.cuda import empty, flat, grid_1d, zeros
 from numbanets.kernels.cuda.registry import register
 
-__all__ = ["max_pool2d_forward", "max_pool2d_backward"]
+__all__ = ["max_pool2d_forward", "max_pool2d_backward", "global_avg_pool2d_forward", "global_avg_pool2d_backward"]
 
 
 @register(
@@ -104,4 +112,47 @@ def max_pool2d_backward(dy, indices, H, W):
         dyf = flat(dy)
         blocks, threads = grid_1d(dyf.shape[0])
         _max_pool2d_backward[blocks, threads](dyf, flat(indices), dy.shape[2] * dy.shape[3], H * W, flat(dx))
+    return dx
+
+
+@register("gap_forward_kernel", "{f}[::1], int64, {f}[::1]")
+def _gap_forward(x, plane, y):
+    # x flat (N*C*H*W,), plane = H*W -> y flat (N*C,): the mean of every plane
+    start = cuda.grid(1)
+    step = cuda.gridsize(1)
+    for t in range(start, y.shape[0], step):
+        total = 0.0
+        base = t * plane
+        for k in range(plane):
+            total += float(x[base + k])
+        y[t] = total / plane
+
+
+@register("gap_backward_kernel", "{f}[::1], int64, {f}[::1]")
+def _gap_backward(dy, plane, dx):
+    # dy flat (N*C,), plane = H*W -> dx flat (N*C*H*W,) = dy of its plane / plane
+    start = cuda.grid(1)
+    step = cuda.gridsize(1)
+    for t in range(start, dx.shape[0], step):
+        dx[t] = float(dy[t // plane]) / plane
+
+
+def global_avg_pool2d_forward(x):
+    # x (N, C, H, W), H * W >= 1 -> y (N, C)
+    n, c, h, w = x.shape
+    y = empty((n, c), x.dtype)
+    if y.size:
+        blocks, threads = grid_1d(n * c)
+        _gap_forward[blocks, threads](flat(x), h * w, flat(y))
+    return y
+
+
+def global_avg_pool2d_backward(dy, H, W):
+    # dy (N, C) -> dx (N, C, H, W) in dy's dtype
+    n, c = dy.shape
+    dx = empty((n, c, H, W), dy.dtype)
+    if dx.size:
+        f = flat(dx)
+        blocks, threads = grid_1d(f.shape[0])
+        _gap_backward[blocks, threads](flat(dy), H * W, f)
     return dx
