@@ -126,7 +126,7 @@ def test_json_snapshot_errors_name_the_layer(tmp_path, rng):
     with pytest.raises(ValueError, match=r"layer 4 \(conv64x3x3:p=same\): filters has shape \(63, 32, 3, 3\)"):
         cnn_json.read(path)
     (tmp_path / "other.json").write_text('{"layers": []}')
-    with pytest.raises(ValueError, match="not a numbanets network snapshot"):
+    with pytest.raises(ValueError, match="neither a numbanets snapshot .* nor a ConvNetJS"):
         cnn_json.read(tmp_path / "other.json")
 
 

@@ -214,7 +214,7 @@ def test_adding_forget_and_search_through_the_command(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--distances", "0,5"], "--distances 0,5"),
     (["--symbols", "1"], "--symbols must be >= 2"),
-    (["--cells", "rnn-tanh,gru"], "unknown cell 'gru'"),
+    (["--cells", "rnn-tanh,transformer"], "unknown cell 'transformer'"),
     (["--solved", "0"], "--solved must lie in (0, 1]"),
     (["--solved", "1.5"], "--solved must lie in (0, 1]"),
     (["--task", "adding", "--distances", "1"], "distance >= 2"),
