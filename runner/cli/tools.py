@@ -56,7 +56,7 @@ _BENCH_CASES = ("conv2d-fwd, conv2d-bwd, max_pool2d-fwd, max_pool2d-bwd, lstm-fw
 
 @main.command(epilog=manual("bench"))
 @click.option("--suite", type=click.Choice(("kernels", "train", "all")), default="all", show_default=True,
-              help="kernels: conv2d, max_pool2d, LSTM and RNN forward+backward; train: whole training steps "
+              help="kernels: conv2d, max_pool2d, LSTM, GRU and RNN forward+backward; train: whole training steps "
                    "of the char LMs and the digits CNN, their peak memory, and the time to the first step.")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="cpu", show_default=True,
               help="Where numbanets and torch run (cuda: against PyTorch CUDA, timed with CUDA events; the "
