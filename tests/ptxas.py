@@ -162,7 +162,9 @@ def kernels():
 
     for info in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{info.name}")
-    return [k for k in registered() if not k.device]
+    # the registry holds them in import order, which depends on what ran before (other tests import
+    # some modules first): by module name, then in definition order, the table is the same in every run
+    return sorted((k for k in registered() if not k.device), key=lambda k: k.py_func.__module__)
 
 
 def threads_of(kernel) -> int:
