@@ -10,7 +10,7 @@ Sampling: the prime is run through the network to set its hidden state; then
 each next character is drawn from softmax(logits / temperature), restricted
 to the `top_k` most likely characters when top_k > 0; temperature 0 takes the
 most likely character (argmax). The same seed gives the same text.
-`beam > 0` runs beam search instead (runner.charlm.beam): the most probable
+`beam=K` runs beam search instead (runner.charlm.beam): the most probable
 continuations, with their log-probabilities.
 """
 
