@@ -220,7 +220,7 @@ def _fake_case(slow_numpy: float) -> Case:
 
 
 def test_bench_case_fills_the_interval_columns():
-    o = bench.validate({"repeat": 6, "warmup": 0, "max_seconds": 0.01, "cap_seconds": 0.0})
+    o = bench.validate({"repeat": 6, "warmup": 0, "max_seconds": 10.0, "cap_seconds": 0.0})
     rows, errors = bench.bench_case(_fake_case(2.0), Ctx(), o, 1, {})
     nb, peer = rows
     assert [r["impl"] for r in rows] == ["numbanets", "numpy"] and errors["numpy"][0] == 0.0
@@ -242,3 +242,26 @@ def test_render_marks_wide_rows():
     lines = bench.render(pd.DataFrame([row, narrow, short])).splitlines()
     assert "ci95" in lines[0]
     assert "1.00-1.40~" in lines[1] and "1.15-1.25" in lines[2] and "~" not in lines[2] and "n/a~" in lines[3]
+
+
+def test_settle_waits_for_a_spinning_thread_and_not_longer():
+    # a thread that spins for 0.3 s, as OpenBLAS's workers do after a call: settle() returns only after it
+    # stops; with nothing spinning it returns after one idle window
+    import threading
+    import time
+
+    from runner.bench import measure
+
+    assert measure.settle() < 0.2
+    stop = time.perf_counter() + 0.3
+
+    def spin():
+        while time.perf_counter() < stop:
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    waited = measure.settle()
+    worker.join()
+    assert waited >= 0.25
+    assert waited < measure.SETTLE_MAX

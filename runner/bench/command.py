@@ -159,8 +159,10 @@ def bench_case(case, ctx, o: dict, threads: int, ceilings: dict) -> tuple[list[d
     per_block = intervals.block_runs(call_ms)
 
     def run_block(impl):
+        if runners[impl].device == "cpu":
+            measure.settle()  # the previous implementation's threads may still spin
         if per_block > 1:
-            runners[impl].run()  # untimed lead-in: the previous implementation's threads stop spinning
+            runners[impl].run()  # untimed lead-in: caches and the thread pool warm
         return measure.time_block(runners[impl], per_block, math.inf, per_block, gc_off=False)
 
     load_before = load_average()

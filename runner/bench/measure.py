@@ -6,6 +6,8 @@ agreement(case)   one run of every implementation on the same inputs, outputs co
                   PeerMismatch above the tolerance.
 time_block()      back-to-back timed runs (perf_counter on the CPU, CUDA events on a GPU), GC off; one
                   block of runner.bench.intervals' alternating rounds.
+settle()          wait until the process's threads are idle: the previous implementation's BLAS
+                  threads may still spin (OpenBLAS's do for about 100 ms after a call).
 row()             one bench.csv row from a list of timings: median, min, max, GFLOP/s, fraction of peak.
 sgemm()           the ceiling: numpy `@` on n x n float32 (torch.matmul on CUDA), its fastest run.
 fix_allocator()   (runner.common.allocator) glibc malloc's thresholds fixed for the run.
@@ -131,6 +133,29 @@ def _clock(runner):
         ms = start.elapsed_time(end)
         return ms if ms >= 0 else (time.perf_counter() - t0) * 1e3  # the CUDA simulator records no time
     return once_cuda
+
+
+SETTLE_WINDOW = 0.01  # settle() samples the process's CPU time over windows of this many seconds ...
+SETTLE_IDLE = 0.1     # ... until one used less than this fraction of one core ...
+SETTLE_MAX = 1.0      # ... or this many seconds have passed
+
+
+def settle(max_seconds: float = SETTLE_MAX) -> float:
+    """Sleep until the process's threads are idle; returns the seconds waited.
+
+    Libraries keep their worker threads spinning after a parallel call so that the next one starts
+    at once: OpenBLAS's (the numpy peer's BLAS, through numba's np.dot) for about 100 ms on this
+    project's machines, MKL's and torch's OpenMP threads for under 10 ms. Between alternating blocks
+    such a spin takes a core from the implementation that runs next, on a 2-core machine half of it;
+    the bench waits it out so that each block starts on an idle process, as a program running one
+    library alone does. time.process_time() counts the CPU time of all the process's threads."""
+    start = time.perf_counter()
+    while True:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(SETTLE_WINDOW)
+        now = time.perf_counter()
+        if time.process_time() - cpu < SETTLE_IDLE * (now - wall) or now - start > max_seconds:
+            return now - start
 
 
 def time_block(runner, runs: int, max_seconds: float, min_runs: int = 3, gc_off: bool = True) -> list[float]:
