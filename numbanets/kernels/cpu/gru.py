@@ -13,7 +13,7 @@ b_hh to the recurrent one.
 
 Forward: the input projection of every step is ONE GEMM (T*N, D) @ (D, 3H),
 written into the gates array; the time loop runs inside compiled code with one
-GEMM per step (h_{t-1} @ w_hh.T, w_hh packed once per loop as the LSTM's) and
+product per step (h_{t-1} @ w_hh.T, w_hh packed once per loop as the LSTM's) and
 one fused pass that finishes r, z, n in place and writes h_t and
 hn_t = h_{t-1} W_hn^T + b_hn (the backward needs it for dr).
 
@@ -31,15 +31,15 @@ dw_hh = gh^T h_prev, db_hh = sum gh as whole-sequence GEMMs.
 
 Threads: as the LSTM (numbanets.kernels.cpu.lstm): the batch rows are split
 into one block per numba thread once a step is large enough
-(blas.row_blocks), each thread running the whole time loop for its rows.
+(packed_gemm.loop_row_blocks), each thread running the whole time loop for its rows.
 """
 
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu.blas import gemm, gemm_acc, row_blocks, set_local_threads
+from numbanets.kernels.cpu.blas import gemm, gemm_acc, set_local_threads
 from numbanets.kernels.cpu.jit import JIT_OPTIONS
-from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
+from numbanets.kernels.cpu.packed_gemm import gemm_packed, loop_row_blocks, pack_b, packing
 from numbanets.kernels.cpu.vmath import one_like, sigmoid, tanh
 
 __all__ = ["gru_forward", "gru_backward", "gru_forward_gates", "gru_backward_gates", "gru_param_grads"]
@@ -72,11 +72,11 @@ def _forward_rows(gates, h0, w_hh, b_ih, b_hh, hs, hns, lo, hi, pack):
     packed = pack_b(w_hh, True, hi - lo, pack)
     for t in range(T):
         if t == 0:
-            gemm_packed(h0[lo:hi], w_hh, True, packed, rec)
+            gemm_packed(h0[lo:hi], w_hh, True, packed, rec, pack)
             for n in range(lo, hi):
                 _gru_step(gates[0, n], rec[n - lo], b_ih, b_hh, h0[n], hns[0, n], hs[0, n])
         else:
-            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec)
+            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec, pack)
             for n in range(lo, hi):
                 _gru_step(gates[t, n], rec[n - lo], b_ih, b_hh, hs[t - 1, n], hns[t, n], hs[t, n])
 
@@ -112,8 +112,8 @@ def gru_forward_gates(gates, h0, w_hh, b_ih, b_hh):
     H = G // 3
     hs = np.empty((T, N, H), dtype=gates.dtype)
     hns = np.empty((T, N, H), dtype=gates.dtype)
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _forward_row_blocks(gates, h0, w_hh, b_ih, b_hh, hs, hns, blocks, pack)
     else:
@@ -158,7 +158,7 @@ def _backward_rows(dhs, h0, w_hh, hs, gates, hns, gi, gh, dh_next, dh_z, lo, hi,
             for n in range(lo, hi):
                 _gru_grad_step(gi[t, n], gh[t, n], dhs[t, n], dh_next[n], dh_z[n], gates[t, n], hns[t, n],
                                hs[t - 1, n])
-        gemm_packed(gh[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
+        gemm_packed(gh[t, lo:hi], w_hh, False, packed, dh_next[lo:hi], pack)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -184,8 +184,8 @@ def gru_backward_gates(dhs, dh_T, h0, w_hh, hs, gates, hns):
     gh = np.empty((T, N, G), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # gh_{t+1} @ w_hh
     dh_z = dh_T.copy()  # dh_{t+1} * z_{t+1}; enters step T-1 as the extra gradient into h_T
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _backward_row_blocks(dhs, h0, w_hh, hs, gates, hns, gi, gh, dh_next, dh_z, blocks, pack)
     else:

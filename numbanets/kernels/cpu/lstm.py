@@ -8,12 +8,14 @@ Gate rows of w_ih (4H, D), w_hh (4H, H), b (4H,) are i, f, g, o (torch.nn.LSTM):
 
 Forward: the input projection of every step is ONE GEMM (T*N, D) @ (D, 4H),
 written straight into the gates array; the time loop runs inside compiled
-code with one GEMM per step (h_{t-1} @ w_hh.T into a preallocated buffer) and
-one fused pass that finishes all four gates in place (after their
-nonlinearity), and writes c_t and h_t. With MKL, w_hh.T is packed once per
-loop (`packed_gemm`), so the T per-step products do not each repack the same
-weights; the backward packs w_hh the same way where that pays
-(`packed_gemm.worth_packing`).
+code with one product per step (h_{t-1} @ w_hh.T into a preallocated buffer)
+and one fused pass that finishes all four gates in place (after their
+nonlinearity), and writes c_t and h_t. w_hh.T is packed once per loop
+(`packed_gemm`), so the T per-step products do not each repack the same
+weights: into numbanets' own panels, multiplied by a register-blocked
+kernel (`panel_gemm`), where the CPU has FMA; else with MKL's packed API
+where `packed_gemm.worth_packing` says it pays. The backward packs w_hh the
+same way.
 
 Backward: the loop walks t = T-1 .. 0 with the running dh (from da_{t+1} @ w_hh,
 one GEMM per step) and dc, and stores the pre-activation gradients
@@ -26,16 +28,19 @@ step's element-wise pass runs as 8-lane (float32) / 4-lane (float64) SIMD.
 Threads: the batch rows are independent sequences, so once a step has at
 least blas.PARALLEL_MIN_ELEMENTS hidden units (N * H) the rows are split into one
 block per numba thread and each thread runs the whole time loop (forward or
-BPTT) for its block: its own per-step GEMMs (MKL runs single-threaded inside
+BPTT) for its block: its own per-step products (MKL runs single-threaded inside
 the parallel region) and its rows' element-wise passes, with no
 synchronisation between steps. That beats both one thread doing the passes
 and a parallel region per step (per-step GEMM on the BLAS's threads, then the
-rows split), which pays a fork and a join every step. It needs the BLAS's
-threads to be numba's own OpenMP pool (MKL on GNU OpenMP: `blas.row_blocks`,
-asked once per call, at run time, so one on-disk cache serves both BLAS and
-any thread count); with OpenBLAS, whose threads spin after every call, one
-block runs with the BLAS's own threads. A row's numbers do not depend on the blocks
-beyond rounding: a per-step GEMM over fewer rows may take another MKL kernel.
+rows split), which pays a fork and a join every step
+(`packed_gemm.loop_row_blocks`, asked once per call, at run time, so one
+on-disk cache serves both BLAS and any thread count). With numbanets' panels
+the loop calls no BLAS, so the rows split with any BLAS; with a BLAS product
+per step they split only where the BLAS's threads are numba's own OpenMP pool
+(MKL on GNU OpenMP: `blas.row_blocks`), and with OpenBLAS, whose threads spin
+after every call, one block runs with the BLAS's own threads. A row's numbers
+do not depend on the blocks beyond rounding (a BLAS product over fewer rows
+may take another kernel; the panels' sums do not depend on the rows).
 
 The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
@@ -43,9 +48,9 @@ The measurements behind these choices: BENCHMARKS.md, "Measurements behind the C
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu.blas import gemm, row_blocks, set_local_threads
+from numbanets.kernels.cpu.blas import gemm, set_local_threads
 from numbanets.kernels.cpu.jit import JIT_OPTIONS
-from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
+from numbanets.kernels.cpu.packed_gemm import gemm_packed, loop_row_blocks, pack_b, packing
 from numbanets.kernels.cpu.rnn import sequence_param_grads
 from numbanets.kernels.cpu.vmath import one_like, sigmoid, tanh
 
@@ -83,11 +88,11 @@ def _forward_rows(gates, h0, c0, w_hh, b, hs, cs, lo, hi, pack):
     packed = pack_b(w_hh, True, hi - lo, pack)
     for t in range(T):
         if t == 0:
-            gemm_packed(h0[lo:hi], w_hh, True, packed, rec)
+            gemm_packed(h0[lo:hi], w_hh, True, packed, rec, pack)
             for n in range(lo, hi):
                 _lstm_step(gates[0, n], rec[n - lo], b, c0[n], cs[0, n], hs[0, n])
         else:
-            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec)
+            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec, pack)
             for n in range(lo, hi):
                 _lstm_step(gates[t, n], rec[n - lo], b, cs[t - 1, n], cs[t, n], hs[t, n])
 
@@ -124,8 +129,8 @@ def lstm_forward_gates(gates, h0, c0, w_hh, b):
     H = G // 4
     hs = np.empty((T, N, H), dtype=gates.dtype)
     cs = np.empty((T, N, H), dtype=gates.dtype)
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _forward_row_blocks(gates, h0, c0, w_hh, b, hs, cs, blocks, pack)
     else:
@@ -169,7 +174,7 @@ def _backward_rows(dhs, c0, w_hh, cs, gates, da, dh_next, dc, lo, hi, pack):
         else:
             for n in range(lo, hi):
                 _lstm_grad_step(da[t, n], dhs[t, n], dh_next[n], dc[n], gates[t, n], cs[t, n], cs[t - 1, n])
-        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
+        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi], pack)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
@@ -202,8 +207,8 @@ def lstm_backward_gates(dhs, dc_T, h0, c0, w_hh, hs, cs, gates):
     da = np.empty((T, N, G), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
     dc = dc_T.copy()  # becomes dc0
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _backward_row_blocks(dhs, c0, w_hh, cs, gates, da, dh_next, dc, blocks, pack)
     else:

@@ -1,30 +1,43 @@
 """GEMMs against one matrix packed once and reused: the recurrent products of a time loop.
 
-    packing()                                   (njit) True when the BLAS has a packed-matrix API and it is on;
-                                                asked once per kernel call, on the calling thread
-    pack_b(b, trans_b, m, on)                   (njit) op(b) (k, n) packed for products with m-row left
-                                                operands, for the calling thread; an empty array when not on
-                                                or not worth_packing(m, b.size, trans_b)
-    gemm_packed(a, b, trans_b, packed, out)     (njit) out (m, n) = a (m, k) @ op(b) (k, n), through `packed`
-                                                when it is not empty, else the plain gemm
+    packing()                                   (njit) the mode of this call's loops, asked once per kernel
+                                                call on the calling thread: PANELS (numbanets' own panels
+                                                and register-blocked kernel, `panel_gemm`), MKL_PACKED
+                                                (MKL's packed API) or PLAIN (the BLAS's gemm every step)
+    pack_b(b, trans_b, m, mode)                 (njit) op(b) (k, n) packed for products with m-row left
+                                                operands, for the calling thread; an empty array when
+                                                mode is PLAIN or MKL_PACKED not worth_packing(m, b.size, trans_b)
+    gemm_packed(a, b, trans_b, packed, out, mode)
+                                                (njit) out (m, n) = a (m, k) @ op(b) (k, n), through `packed`
+    loop_row_blocks(n_rows, width, mode)        (njit) blas.row_blocks, except that PANELS loops call no
+                                                BLAS, so their rows split over numba's threads with any BLAS
 
 An RNN or LSTM step multiplies its (N, H) state by the same weights T times:
 h_{t-1} @ w_hh.T forward, da_t @ w_hh backward. A plain gemm call repacks the
-weights into the BLAS's internal layout on every call; MKL's packed API
-(cblas_?gemm_pack / cblas_?gemm_compute) packs them once per sequence, which
-makes the time loops faster where worth_packing says so (`scripts/packed_ab.py`
-times both paths; BENCHMARKS.md has its runs). OpenBLAS, or an MKL without
-the API, has none: there packing() is False and gemm_packed is the plain gemm.
+weights into the BLAS's internal layout on every call. Two ways pack them once
+per loop:
 
-MKL chooses its threading from both operands' sizes when it packs, so a packed
-matrix serves products with the m (rows of a) and thread count it was packed
-for: each row block packs its own copy after setting its thread count, and
-uses it for exactly its rows. The packed result may round differently from the
-plain gemm (another order of the k sums).
+- PANELS (the default where the CPU has FMA): `panel_gemm`'s column panels and
+  6-row register tiles, numbanets' own code, the same with MKL and OpenBLAS;
+  the panels are read-only, and each row block packs its own copy so that it
+  stays in its core's cache. It was faster than MKL's plain and packed
+  products and OpenBLAS on every recurrent shape measured
+  (`scripts/recurrent_gemm.py`; BENCHMARKS.md).
+- MKL_PACKED: MKL's packed API (cblas_?gemm_pack / cblas_?gemm_compute) where
+  worth_packing says so. MKL chooses its threading from both operands' sizes
+  when it packs, so a packed matrix serves products with the m (rows of a) and
+  thread count it was packed for: each row block packs its own copy after
+  setting its thread count, and uses it for exactly its rows.
 
-PACKING_STATE[0] = False turns packing off (a test compares both paths,
-scripts/packed_ab.py times both); like the gemm symbols, the functions are registered with LLVM
-under fixed names, so the on-disk cache serves either BLAS.
+Either may round differently from the plain gemm (another order of the k sums).
+
+RECURRENT_GEMM[0] chooses: "auto" (PANELS where the CPU has FMA, else
+MKL_PACKED where MKL's API exists and PACKING_STATE[0] is on, else PLAIN),
+"panels", "mkl" (MKL_PACKED or PLAIN as before panels existed) or "blas"
+(PLAIN). The environment variable NUMBANETS_RECURRENT_GEMM sets it at import;
+tests and `scripts/recurrent_gemm.py` flip it. Like the gemm symbols, the mode
+is asked through a function registered with LLVM under a fixed name, so the
+on-disk cache serves every choice.
 """
 
 import ctypes
@@ -39,18 +52,28 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from numbanets.kernels.cpu import blas
-from numbanets.kernels.cpu.blas import gemm, leading_dimension
+from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, gemm, leading_dimension, row_blocks
+from numbanets.kernels.cpu.panel_gemm import gemm_panels, pack_panels
 
-__all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "PACKING_STATE"]
+__all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "loop_row_blocks", "PACKING_STATE",
+           "RECURRENT_GEMM", "PLAIN", "MKL_PACKED", "PANELS"]
+
+PLAIN, MKL_PACKED, PANELS = 0, 1, 2
+CHOICES = ("auto", "panels", "mkl", "blas")
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX, _PACKED = 101, 111, 112, 162, 151
 _PREFIX = {types.float32: "numbanets_cblas_s", types.float64: "numbanets_cblas_d"}
 _ON_SYMBOL = "numbanets_blas_packing"
+_THREADS_SYMBOL = "numbanets_numba_threads"
 
 PACK_MIN_ROWS = 2  # op(b) = b.T (the forward's h @ w_hh.T): pack from 2 rows of a
 PACK_MIN_ROWS_NO_TRANS = 16  # op(b) = b (the backward's da @ w_hh): from 16 rows ...
 PACK_MIN_WEIGHTS_NO_TRANS = 65536  # ... and this many elements of b
-PACKING_STATE = [True]  # PACKING_STATE[0] = False turns packing off (it is on only where the API exists)
+PACKING_STATE = [True]  # PACKING_STATE[0] = False turns MKL's packing off (it is on only where the API exists)
+RECURRENT_GEMM = [os.environ.get("NUMBANETS_RECURRENT_GEMM", "auto").strip().lower() or "auto"]
+if RECURRENT_GEMM[0] not in CHOICES:
+    raise ImportError(f"NUMBANETS_RECURRENT_GEMM must be one of {', '.join(CHOICES)}, got {RECURRENT_GEMM[0]!r}")
+_HAS_FMA = bool(llvm.get_host_cpu_features().get("fma", False))
 
 
 def _never_called(name):
@@ -60,14 +83,29 @@ def _never_called(name):
     return fail
 
 
-def _packing_on() -> int:
-    return int(bool(PACKING_STATE[0]) and _HAS_API)
+def mode() -> int:
+    """The mode packing() returns now (PLAIN, MKL_PACKED or PANELS), for Python callers."""
+    choice = RECURRENT_GEMM[0]
+    if choice not in CHOICES:
+        raise ValueError(f"RECURRENT_GEMM must be one of {CHOICES}, got {choice!r}")
+    if choice == "panels" or (choice == "auto" and _HAS_FMA):
+        return PANELS
+    if choice != "blas" and PACKING_STATE[0] and _HAS_API:
+        return MKL_PACKED
+    return PLAIN
 
 
-# a Python callback (takes the GIL): called on the calling thread before any parallel region, as parallel_threads
-_ON_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_packing_on)
+def _numba_threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
+# Python callbacks (take the GIL): called on the calling thread before any parallel region, as parallel_threads
+_ON_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(mode)
 llvm.add_symbol(_ON_SYMBOL, ctypes.cast(_ON_CALLBACK, ctypes.c_void_p).value)
-_KEEP = [_ON_CALLBACK]
+_THREADS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_numba_threads)
+llvm.add_symbol(_THREADS_SYMBOL, ctypes.cast(_THREADS_CALLBACK, ctypes.c_void_p).value)
+_KEEP = [_ON_CALLBACK, _THREADS_CALLBACK]
 _HAS_API = True  # all six MKL functions found
 for _letter in "sd":
     for _what, _proto in (("gemm_pack_get_size", ctypes.CFUNCTYPE(ctypes.c_size_t, *[ctypes.c_int32] * 4)),
@@ -81,19 +119,36 @@ for _letter in "sd":
         llvm.add_symbol(f"numbanets_{_name}", ctypes.cast(_fn, ctypes.c_void_p).value)
 
 
-@intrinsic
-def _packing_flag(typingctx):
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _ON_SYMBOL)
-        return builder.icmp_signed("!=", builder.call(fn, []), ir.Constant(ir.IntType(32), 0))
+def _int_callback(symbol):
+    # an intrinsic () -> int64 calling the registered C function `symbol`
+    @intrinsic
+    def call(typingctx):
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), symbol)
+            return builder.sext(builder.call(fn, []), ir.IntType(64))
 
-    return types.boolean(), codegen
+        return types.int64(), codegen
+    return call
+
+
+_mode = _int_callback(_ON_SYMBOL)
+_numba_thread_count = _int_callback(_THREADS_SYMBOL)
 
 
 @njit(cache=True)
 def packing():
-    # () -> bool: whether pack_b packs (MKL, and PACKING_STATE[0] on)
-    return _packing_flag()
+    # () -> int64: PLAIN, MKL_PACKED or PANELS (mode()), asked once per kernel call
+    return _mode()
+
+
+@njit(cache=True)
+def loop_row_blocks(n_rows, width, mode):
+    # blas.row_blocks(n_rows, width); a PANELS loop calls no BLAS, so where the BLAS is outside numba's pool
+    # (row_blocks says 1 from PARALLEL_MIN_ELEMENTS up) its rows still split into one block per numba thread
+    blocks = row_blocks(n_rows, width)
+    if mode == PANELS and blocks == 1 and n_rows * width >= PARALLEL_MIN_ELEMENTS:
+        blocks = max(1, min(_numba_thread_count(), n_rows))
+    return blocks
 
 
 def _i32(context, builder, value, ty):
@@ -180,12 +235,14 @@ def worth_packing(m, b_size, trans_b):
 
 
 @njit(cache=True)
-def pack_b(b, trans_b, m, on):
-    # b (k, n), or (n, k) with trans_b  ->  op(b) packed for products with m-row left operands (1-D, b's dtype);
-    # empty when not `on` or not worth_packing (then gemm_packed runs the plain gemm). `on` must come from
-    # packing() (True without the API reaches the abort stubs). Pack on the thread, and with the BLAS thread
-    # count, of the products that use it.
-    if not on or m == 0 or b.size == 0 or not worth_packing(m, b.size, trans_b):
+def pack_b(b, trans_b, m, mode):
+    # b (k, n), or (n, k) with trans_b  ->  op(b) packed for products with m-row left operands (1-D, b's dtype):
+    # panels for PANELS; for MKL_PACKED MKL's layout, or empty when not worth_packing (then gemm_packed runs
+    # the plain gemm); empty for PLAIN. `mode` must come from packing() (MKL_PACKED without the API reaches the
+    # abort stubs). Pack on the thread, and with the BLAS thread count, of the products that use it.
+    if mode == PANELS:
+        return pack_panels(b, trans_b)
+    if mode != MKL_PACKED or m == 0 or b.size == 0 or not worth_packing(m, b.size, trans_b):
         return b.reshape(-1)[:0].copy()
     k, n = (b.shape[1], b.shape[0]) if trans_b else (b.shape[0], b.shape[1])
     size = _pack_bytes(b, m, n, k)
@@ -195,8 +252,11 @@ def pack_b(b, trans_b, m, on):
 
 
 @njit(cache=True)
-def gemm_packed(a, b, trans_b, packed, out):
-    # out (m, n) = a (m, k) @ op(b) (k, n); `packed` from pack_b(b, trans_b, m, ...) for these m rows, or empty
+def gemm_packed(a, b, trans_b, packed, out, mode):
+    # out (m, n) = a (m, k) @ op(b) (k, n); `packed` from pack_b(b, trans_b, m, mode) for these m rows
+    if mode == PANELS:
+        gemm_panels(a, packed, out)
+        return
     if packed.size == 0:
         gemm(a, False, b, trans_b, out)
         return

@@ -16,22 +16,21 @@ Arithmetic stays in the input dtype (float32 or float64); `one_like` gives the
 constant 1 in that dtype so float32 kernels do not widen to float64. sigmoid and
 tanh are vmath's vectorisable versions (no libm calls).
 
-Threads: as the LSTM (lstm.py), the batch rows are independent sequences; from
-blas.PARALLEL_MIN_ELEMENTS (N * H) on, with MKL, they run in one block per
-numba thread, each block through the whole time loop with single-threaded
-per-step GEMMs (`blas.row_blocks`). With MKL the per-step products use w_hh
-packed once per loop where `packed_gemm.worth_packing` says it pays (the
-forward from PACK_MIN_ROWS rows; the backward from PACK_MIN_ROWS_NO_TRANS rows
-and PACK_MIN_WEIGHTS_NO_TRANS weights), as in the LSTM.
+Threads and the per-step product: as the LSTM (lstm.py). The batch rows are
+independent sequences; from blas.PARALLEL_MIN_ELEMENTS (N * H) on they run in
+one block per numba thread, each block through the whole time loop
+(`packed_gemm.loop_row_blocks`). The per-step products use w_hh packed once
+per loop (`packed_gemm`: numbanets' panels where the CPU has FMA, else MKL's
+packed API where `worth_packing` says it pays, else the plain gemm).
 """
 
 import numpy as np
 from numba import njit, prange
 
 from numbanets.kernels.codes import IDENTITY, RELU, SIGMOID, TANH
-from numbanets.kernels.cpu.blas import gemm, gemm_acc, row_blocks, set_local_threads
+from numbanets.kernels.cpu.blas import gemm, gemm_acc, set_local_threads
 from numbanets.kernels.cpu.jit import JIT_OPTIONS
-from numbanets.kernels.cpu.packed_gemm import gemm_packed, pack_b, packing
+from numbanets.kernels.cpu.packed_gemm import gemm_packed, loop_row_blocks, pack_b, packing
 from numbanets.kernels.cpu.vmath import one_like, sigmoid, tanh
 
 __all__ = ["rnn_forward", "rnn_backward", "rnn_forward_projected", "rnn_backward_preactivations"]
@@ -83,8 +82,8 @@ def rnn_forward_projected(hs, h0, w_hh, b, act):
     # h0 (N, H)  w_hh (H, H)  b (H,)  act code  -> hs (T, N, H)
     # (the time loop of rnn_forward; also used with a row gather of w_ih for one-hot input)
     T, N, H = hs.shape
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _forward_row_blocks(hs, h0, w_hh, b, act, blocks, pack)
     else:
@@ -100,9 +99,9 @@ def _forward_rows(hs, h0, w_hh, b, act, lo, hi, pack):
     packed = pack_b(w_hh, True, hi - lo, pack)
     for t in range(T):
         if t == 0:
-            gemm_packed(h0[lo:hi], w_hh, True, packed, rec)
+            gemm_packed(h0[lo:hi], w_hh, True, packed, rec, pack)
         else:
-            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec)
+            gemm_packed(hs[t - 1, lo:hi], w_hh, True, packed, rec, pack)
         _rnn_step(hs[t, lo:hi], rec, b, act)
 
 
@@ -184,8 +183,8 @@ def rnn_backward_preactivations(dhs, w_hh, hs, act):
     T, N, H = hs.shape
     da = np.empty((T, N, H), dtype=hs.dtype)
     dh_next = np.zeros((N, H), dtype=hs.dtype)  # da_{t+1} @ w_hh; becomes dh0
-    blocks = row_blocks(N, H)
     pack = packing()
+    blocks = loop_row_blocks(N, H, pack)
     if blocks > 1:
         _backward_row_blocks(dhs, w_hh, hs, act, da, dh_next, blocks, pack)
     else:
@@ -200,7 +199,7 @@ def _backward_rows(dhs, w_hh, hs, act, da, dh_next, lo, hi, pack):
     packed = pack_b(w_hh, False, hi - lo, pack)
     for t in range(hs.shape[0] - 1, -1, -1):
         _rnn_grad_step(da[t, lo:hi], dhs[t, lo:hi], dh_next[lo:hi], hs[t, lo:hi], act)
-        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi])
+        gemm_packed(da[t, lo:hi], w_hh, False, packed, dh_next[lo:hi], pack)
 
 
 @njit(parallel=True, **JIT_OPTIONS)
