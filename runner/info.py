@@ -9,7 +9,7 @@ import numpy as np
 
 import numbanets
 from numbanets import device
-from runner.common.system import blas_description, kernel_blas_description
+from runner.common.system import blas_description, kernel_blas_description, recurrent_gemm_description
 
 
 def collect() -> dict[str, str]:
@@ -22,6 +22,7 @@ def collect() -> dict[str, str]:
         "platform": f"{platform.system()} {platform.machine()}",
         "numba threads": f"{numba.get_num_threads()} (threading layer: {numba.config.THREADING_LAYER})",
         "BLAS (kernels)": kernel_blas_description(),
+        "recurrent GEMM": recurrent_gemm_description(),
         "BLAS (numpy)": blas_description(),
         "CUDA available": "yes" if device.cuda_status()[0] else "no",
         "device auto": device.explain("auto"),

@@ -20,6 +20,21 @@ def test_info_lists_versions_threads_blas_device():
         assert any(line.startswith(key) for line in result.output.splitlines()), key
 
 
+def test_info_names_the_recurrent_gemm_and_its_choice():
+    from numbanets.kernels.cpu import packed_gemm
+
+    before = packed_gemm.RECURRENT_GEMM[0]
+    try:
+        packed_gemm.RECURRENT_GEMM[0] = "blas"
+        result = CliRunner().invoke(main, ["info"])
+        assert "recurrent GEMM  plain (NUMBANETS_RECURRENT_GEMM=blas)" in result.output
+        packed_gemm.RECURRENT_GEMM[0] = "panels"
+        result = CliRunner().invoke(main, ["info"])
+        assert "recurrent GEMM  panels (NUMBANETS_RECURRENT_GEMM=panels)" in result.output
+    finally:
+        packed_gemm.RECURRENT_GEMM[0] = before
+
+
 def test_usage_errors_are_one_line_with_exit_code_2(tmp_path):
     cases = [
         (["train-charlm", "--hidden", "-3", "--out", str(tmp_path)], "Invalid value for '--hidden'", "train-charlm"),

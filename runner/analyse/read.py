@@ -34,7 +34,7 @@ BENCH_NEEDED = ["case", "shape", "impl", "device", "threads", "median_ms", "min_
                 "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_vs_numpy"]  # what older runs wrote too
 BENCH_COLUMNS = [*BENCH_NEEDED[:-1], "speedup_ci_low", "speedup_ci_high", "speedup_vs_numpy", "numpy_ci_low",
                  "numpy_ci_high", "wide", "blocks", "block_runs", "added_blocks", "load_before", "load_after",
-                 "cpu_vendor", "cpu_model", "cpu_flags", "blas"]
+                 "cpu_vendor", "cpu_model", "cpu_flags", "blas", "recurrent_gemm"]
 
 # (kind, table name = file name without .csv, columns it must have), tried in this order
 TABLES = [

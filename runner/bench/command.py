@@ -84,7 +84,7 @@ from runner.common.system import FLAGS, kernel_blas_description, load_average, m
 from runner.common.threads import Threads
 
 COMMAND = "bench"
-MACHINE_COLUMNS = ["cpu_vendor", "cpu_model", "cpu_flags", "blas"]  # runner.common.system.machine()'s, every row
+MACHINE_COLUMNS = ["cpu_vendor", "cpu_model", "cpu_flags", "blas", "recurrent_gemm"]  # runner.common.system.machine()'s, every row
 COLUMNS = ["case", "shape", "impl", "device", "threads", "median_ms", "min_ms", "max_ms", "gflops",
            "fraction_of_peak", "peak_rss_mb", "speedup_vs_torch", "speedup_ci_low", "speedup_ci_high",
            "speedup_vs_numpy", "numpy_ci_low", "numpy_ci_high", "wide", "blocks", "block_runs", "added_blocks",

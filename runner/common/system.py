@@ -139,10 +139,19 @@ def openblas_code_path() -> str:
 
 def machine() -> dict[str, str]:
     """The machine a benchmark ran on: cpu_vendor, cpu_model, cpu_flags (of FLAGS), cpu_count, blas (the
-    kernels' BLAS and its code path), numpy_blas (numpy's, which the sgemm ceiling runs on)."""
+    kernels' BLAS and its code path), recurrent_gemm (how the recurrent kernels' per-step products run),
+    numpy_blas (numpy's, which the sgemm ceiling runs on)."""
     path = mkl_code_path() if blas.NAME == "mkl" else openblas_code_path()
     return {**cpu_description(), "cpu_count": str(os.cpu_count()), "blas": f"{blas.NAME}: {path}",
-            "numpy_blas": blas_description()}
+            "recurrent_gemm": recurrent_gemm_description(), "numpy_blas": blas_description()}
+
+
+def recurrent_gemm_description() -> str:
+    """How the RNN/LSTM/GRU time loops multiply by w_hh now, and the choice behind it, e.g.
+    "panels (NUMBANETS_RECURRENT_GEMM=auto)"."""
+    from numbanets.kernels.cpu import packed_gemm
+
+    return f"{packed_gemm.MODE_NAMES[packed_gemm.mode()]} (NUMBANETS_RECURRENT_GEMM={packed_gemm.RECURRENT_GEMM[0]})"
 
 
 def load_average() -> float:

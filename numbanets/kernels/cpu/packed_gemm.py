@@ -56,9 +56,10 @@ from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, gemm, leading_dime
 from numbanets.kernels.cpu.panel_gemm import gemm_panels, pack_panels
 
 __all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "loop_row_blocks", "PACKING_STATE",
-           "RECURRENT_GEMM", "PLAIN", "MKL_PACKED", "PANELS"]
+           "RECURRENT_GEMM", "PLAIN", "MKL_PACKED", "PANELS", "MODE_NAMES", "mode"]
 
 PLAIN, MKL_PACKED, PANELS = 0, 1, 2
+MODE_NAMES = {PLAIN: "plain", MKL_PACKED: "mkl-packed", PANELS: "panels"}
 CHOICES = ("auto", "panels", "mkl", "blas")
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX, _PACKED = 101, 111, 112, 162, 151
