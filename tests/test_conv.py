@@ -35,6 +35,12 @@ CONV2D_CASES = [
     ((2, 6, 5, 5), (6, 1, 1), 1, 0, 3),  # 1x1 kernel, groups 3
     ((2, 2, 7, 6), (3, 3, 3), 3, 1, 1),  # stride 3
     ((2, 4, 5, 6), (6, 3, 3), 1, 1, 2),  # groups 2 at stride 1 (the forward's row shifts per group)
+    # rows of whole register tiles (conv_choice.DIRECT_ROW_MULTIPLE = 16): conv_direct's kernels
+    ((2, 3, 4, 16), (7, 3, 3), 1, 1, 1),  # forward and dx direct (7 filters: a 6-row tile and a 1-row tile)
+    ((1, 2, 3, 32), (3, 5, 5), 1, 2, 1),  # 5x5 "same": both direct, two tiles per row
+    ((2, 2, 4, 18), (3, 3, 3), 1, "valid", 1),  # output rows of 16: forward direct, dx (rows of 18) by im2col
+    ((2, 2, 3, 16), (2, 3, 3), 1, "full", 1),  # input rows of 16: dx direct, forward (rows of 18) by im2col
+    ((1, 2, 3, 16), (2, 2, 3), 1, (0, 1), 1),  # no padding above and below, one column each side
 ]
 CASE_IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-g{c[4]}".replace(" ", "") for c in CONV2D_CASES]
 

@@ -7,6 +7,12 @@ fall outside the image count as zero. pad_h / pad_w are the padding BEFORE
 (top / left); the output size is given, so the padding after is implied (it is
 one larger for an odd "same" total). conv1d runs here with H = KH = 1.
 
+Which kernel: `conv_choice` sends stride-1 layers whose output rows are whole register tiles to
+`conv_direct` (register tiles read straight from the padded input), and with them the backward's dx
+(the direct convolution of dy with the flipped, transposed weights: dw and db stay here, and the
+dcols GEMM and col2im below are skipped); 3x3 layers with many channels and small outputs to
+`conv_winograd` (forward only). Everything else runs here, by im2col.
+
 Method, per sample n and group g (all matrices C-contiguous, no transposed copies):
 
     cols        = im2col(x[n])                       (C/g*KH*KW, OH*OW)
@@ -71,7 +77,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from numbanets.kernels.cpu import blas
+from numbanets.kernels.cpu import blas, conv_choice, conv_direct, conv_winograd
 from numbanets.kernels.cpu.blas import gemm, gemm_acc, set_local_threads
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
@@ -380,6 +386,11 @@ def _forward_blocks(x, w, b, sh, sw, ph, pw, OH, OW, groups, y, blocks, per_gemm
 
 def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, out_h, out_w, groups):
     # x (N, C, H, W)  w (F, C/g, KH, KW)  b (F,)  -> y (N, F, OH, OW)
+    # (conv_choice may send the layer to conv_direct's or conv_winograd's kernel; this module is im2col)
+    kernel = conv_choice.choose_forward(x.shape, w.shape, (stride_h, stride_w), groups, out_h, out_w)
+    if kernel != "im2col":
+        other = conv_direct.conv2d_forward_direct if kernel == "direct" else conv_winograd.conv2d_forward_winograd
+        return other(x, w, b, stride_h, stride_w, pad_h, pad_w, out_h, out_w, groups)
     n = x.shape[0]
     y = np.empty((n, w.shape[0], out_h, out_w), dtype=x.dtype)
     args = (x, w, b, stride_h, stride_w, pad_h, pad_w, out_h, out_w, groups, y)
@@ -399,12 +410,13 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, out_h, out_w, grou
 # --------------------------------------------------------------------------- backward
 
 @njit(cache=True)
-def _grads_groups(cols3, dy3, wm, dwt_part):
+def _grads_groups(cols3, dy3, wm, dwt_part, with_dcols):
     # per group g: dwt_part[g] += cols3[g] @ dy3[g].T  (dw_g.T: faster in BLAS than dy_g @ cols_g.T)
-    #              cols3[g]     = wm[g].T @ dy3[g]     (dcols, over the columns it no longer needs)
+    #              cols3[g]     = wm[g].T @ dy3[g]     (dcols, over the columns it no longer needs), if with_dcols
     for g in range(wm.shape[0]):
         gemm_acc(cols3[g], False, dy3[g], True, dwt_part[g])
-        gemm(wm[g], True, dy3[g], False, cols3[g])
+        if with_dcols:
+            gemm(wm[g], True, dy3[g], False, cols3[g])
 
 
 @njit(cache=True)
@@ -420,9 +432,9 @@ def _pack_samples(dyf, n0, count, P, out):
 
 
 @njit(cache=True, nogil=True)
-def _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_part, db_part, n_lo, n_hi, per_gemm):
+def _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_part, db_part, n_lo, n_hi, per_gemm, with_dx):
     # dy (N, F, OH, OW)  x (N, C, H, W)  w (F, C/g, KH, KW), samples n_lo .. n_hi-1
-    #   -> dx[n] += ..., dwt_part (g, C/g*KH*KW, F/g) += dw_g.T, db_part (F,) float64 +=
+    #   -> dx[n] += ... (only if with_dx), dwt_part (g, C/g*KH*KW, F/g) += dw_g.T, db_part (F,) float64 +=
     # per_gemm samples share each GEMM (as in _forward_samples)
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
@@ -443,13 +455,14 @@ def _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_part, db_part, n
         count = min(per_gemm, n_hi - n0)
         _im2col_samples(xf, n0, count, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols, ld)
         if per_gemm == 1:
-            _grads_groups(cols3, dy3[n0].reshape(groups, Fg, P), wm, dwt_part)
+            _grads_groups(cols3, dy3[n0].reshape(groups, Fg, P), wm, dwt_part, with_dx)
         else:
             m = count * P
             _pack_samples(dyf, n0, count, P, dys)
-            _grads_groups(cols3[:, :, :m], dys.reshape(groups, Fg, ld)[:, :, :m], wm, dwt_part)
+            _grads_groups(cols3[:, :, :m], dys.reshape(groups, Fg, ld)[:, :, :m], wm, dwt_part, with_dx)
         for s in range(count):
-            _col2im(cols, ld, s * P, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dxf, (n0 + s) * C * H * W)
+            if with_dx:
+                _col2im(cols, ld, s * P, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dxf, (n0 + s) * C * H * W)
             for f in range(F):
                 db_part[f] += _row_sum(dyf, ((n0 + s) * F + f) * P, P)
 
@@ -483,33 +496,40 @@ def _db_from_parts(db_parts, w):
 
 
 @njit(cache=True, parallel=True)
-def _backward_blocks(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_parts, db_parts, per_gemm):
+def _backward_blocks(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_parts, db_parts, per_gemm, with_dx):
     # _backward_samples for one contiguous block of the samples per numba thread, each into its own parts
     n = x.shape[0]
     blocks = dwt_parts.shape[0]
     for k in prange(blocks):
         previous = set_local_threads(1)
         _backward_samples(dy, x, w, sh, sw, ph, pw, groups, dx, dwt_parts[k], db_parts[k], k * n // blocks,
-                          (k + 1) * n // blocks, per_gemm)
+                          (k + 1) * n // blocks, per_gemm, with_dx)
         set_local_threads(previous)
 
 
 def conv2d_backward(dy, x, w, stride_h, stride_w, pad_h, pad_w, groups):
     # dy (N, F, OH, OW)  x (N, C, H, W)  w (F, C/g, KH, KW)  -> dx (N, C, H, W), dw like w, db (F,)
-    n = x.shape[0]
+    n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
     blocks, how = _sample_threads(n)
     per_gemm = samples_per_gemm(dy.shape[2] * dy.shape[3], -(-n // blocks))
-    dx = np.zeros_like(x)
+    # dx of a stride-1 layer is the direct convolution of dy with the flipped, transposed weights
+    # (conv_direct), where conv_choice picks the direct kernel for that convolution
+    dx_direct = conv_choice.choose_backward_data(x.shape, w.shape, (stride_h, stride_w), groups) == "direct"
+    dx = np.empty_like(x) if dx_direct else np.zeros_like(x)
     dwt_parts = np.zeros((blocks, groups, cg * kh * kw, f // groups), dtype=x.dtype)
     db_parts = np.zeros((blocks, f), dtype=np.float64)
     args = (dy, x, w, stride_h, stride_w, pad_h, pad_w, groups, dx)
+    with_dx = not dx_direct
     if how == "numba":
-        _backward_blocks(*args, dwt_parts, db_parts, per_gemm)
+        _backward_blocks(*args, dwt_parts, db_parts, per_gemm, with_dx)
     elif how == "python":
         _run_blocks([(_backward_samples, args + (dwt_parts[t], db_parts[t], t * n // blocks, (t + 1) * n // blocks,
-                                                per_gemm))
+                                                per_gemm, with_dx))
                      for t in range(blocks)])
     else:
-        _backward_samples(*args, dwt_parts[0], db_parts[0], 0, n, per_gemm)
+        _backward_samples(*args, dwt_parts[0], db_parts[0], 0, n, per_gemm, with_dx)
+    if dx_direct:
+        dx = conv_direct.conv2d_forward_direct(dy, conv_direct.flipped_weights(w), np.zeros(c, dtype=x.dtype), 1, 1,
+                                               kh - 1 - pad_h, kw - 1 - pad_w, h, wd, 1)
     return dx, _dw_from_parts(dwt_parts, w), _db_from_parts(db_parts, w)

@@ -7,6 +7,9 @@
                                                 last one padded with zeros
     gemm_panels(a, panels, out)                 (njit) out (m, n) = a (m, k) @ op(b) (k, n)
     TILE_ROWS                                   6: rows of a per register tile
+    tile_gathered(a, a_off, lda, src, s_off, row_offsets, k, c, c_off, ldc, rows)
+                                                (njit) one register tile whose B rows are read from src at
+                                                row_offsets (a direct convolution's taps, conv_direct)
 
 An RNN, LSTM or GRU step multiplies its (N, H) state by the same w_hh T times,
 with N a batch of a few dozen rows: h_{t-1} @ w_hh.T forward, da_t @ w_hh
@@ -42,7 +45,7 @@ from numba.extending import intrinsic
 
 from numbanets.kernels.cpu.jit import JIT_OPTIONS
 
-__all__ = ["PANEL_BYTES", "TILE_ROWS", "panel_width", "pack_panels", "gemm_panels"]
+__all__ = ["PANEL_BYTES", "TILE_ROWS", "panel_width", "pack_panels", "gemm_panels", "tile_gathered"]
 
 PANEL_BYTES = 64
 TILE_ROWS = 6
@@ -59,24 +62,24 @@ def _i64(context, builder, value, ty):
     return context.cast(builder, value, ty, types.int64)
 
 
-@intrinsic
-def _tile(typingctx, a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows):
-    # c[c_off + r*ldc + j] = sum_kk a[a_off + r*lda + kk] * panels[p_off + kk*W + j] for r < rows (1..TILE_ROWS),
-    # j < W; a, panels, c arrays of one dtype, each addressed from its first element (its data pointer), all
-    # offsets in elements
-    dtype = c.dtype
-    if dtype not in _LANES or a.dtype != dtype or panels.dtype != dtype:
-        return None
+def _tile_codegen(dtype, gathered):
+    # the codegen of _tile (gathered False: B row kk at src[s_off + kk*W]) and of tile_gathered (True: at
+    # src[s_off + row_offsets[kk]]); args (a, a_off, lda, src, s_off, [row_offsets,] k, c, c_off, ldc, rows)
     lanes = _LANES[dtype]
 
     def codegen(context, builder, signature, args):
         sty = signature.args
+        if not gathered:
+            args, sty = args[:5] + (None,) + args[5:], sty[:5] + (None,) + sty[5:]
         fp = context.get_value_type(dtype)
         vec = ir.VectorType(fp, lanes)
         i32, i64 = ir.IntType(32), ir.IntType(64)
-        pa, pp, pc = (context.make_array(sty[j])(context, builder, args[j]).data for j in (0, 3, 6))
+        pa, pp, pc = (context.make_array(sty[j])(context, builder, args[j]).data for j in (0, 3, 7))
         a_off_, lda_, p_off_, k_, c_off_, ldc_, rows_ = (_i64(context, builder, args[j], sty[j])
-                                                         for j in (1, 2, 4, 5, 7, 8, 9))
+                                                         for j in (1, 2, 4, 6, 8, 9, 10))
+        if gathered:
+            offsets = context.make_array(sty[5])(context, builder, args[5]).data
+            offset_ty = sty[5].dtype
         suffix = f"v{lanes}f{32 if dtype == types.float32 else 64}"
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
         zero = ir.Constant(vec, [0.0] * lanes)
@@ -99,7 +102,11 @@ def _tile(typingctx, a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows):
             s = builder.phi(vec)
             s.add_incoming(zero, entry)
             sums.append(s)
-        row = builder.gep(pp, [builder.add(p_off_, builder.mul(kk, ir.Constant(i64, lanes)))])
+        if gathered:
+            step = context.cast(builder, builder.load(builder.gep(offsets, [kk])), offset_ty, types.int64)
+        else:
+            step = builder.mul(kk, ir.Constant(i64, lanes))
+        row = builder.gep(pp, [builder.add(p_off_, step)])
         b_row = builder.load(builder.bitcast(row, vec.as_pointer()), align=4)
         new = []
         for r in range(TILE_ROWS):
@@ -127,7 +134,32 @@ def _tile(typingctx, a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows):
                 builder.store(totals[r], builder.bitcast(dest, vec.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.void(a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows), codegen
+    return codegen
+
+
+@intrinsic
+def _tile(typingctx, a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows):
+    # c[c_off + r*ldc + j] = sum_kk a[a_off + r*lda + kk] * panels[p_off + kk*W + j] for r < rows (1..TILE_ROWS),
+    # j < W; a, panels, c arrays of one dtype, each addressed from its first element (its data pointer), all
+    # offsets in elements
+    dtype = c.dtype
+    if dtype not in _LANES or a.dtype != dtype or panels.dtype != dtype:
+        return None
+    return types.void(a, a_off, lda, panels, p_off, k, c, c_off, ldc, rows), _tile_codegen(dtype, False)
+
+
+@intrinsic
+def tile_gathered(typingctx, a, a_off, lda, src, s_off, row_offsets, k, c, c_off, ldc, rows):
+    # (njit only) c[c_off + r*ldc + j] = sum_kk a[a_off + r*lda + kk] * src[s_off + row_offsets[kk] + j] for
+    # r < rows (1..TILE_ROWS), j < W: the tile of _tile with its B rows read from anywhere in src (W elements
+    # each, which must all lie inside src), e.g. the input rows of a direct convolution's taps; row_offsets an
+    # integer array of at least k entries
+    dtype = c.dtype
+    if (dtype not in _LANES or a.dtype != dtype or src.dtype != dtype
+            or not isinstance(row_offsets, types.Array) or not isinstance(row_offsets.dtype, types.Integer)):
+        return None
+    sig = types.void(a, a_off, lda, src, s_off, row_offsets, k, c, c_off, ldc, rows)
+    return sig, _tile_codegen(dtype, True)
 
 
 @njit(**JIT_OPTIONS)
