@@ -58,6 +58,65 @@ def torch():
     return _torch
 
 
+# --------------------------------------------------------------------------- forced row blocks
+
+class _RowBlocksOverride:
+    """blas.ROW_BLOCKS_STATE for one test: set(k) forces k row blocks on the recurrent kernels (0: the
+    kernels choose); `reads` counts the kernels' (and row_blocks') reads of it since the last set/clear."""
+
+    def __init__(self):
+        self.reads = 0
+        outer = self
+
+        class CountingState(list):
+            def __getitem__(self, index):
+                outer.reads += 1
+                return list.__getitem__(self, index)
+
+        self.state = CountingState([0])
+
+    def set(self, blocks: int) -> None:
+        self.state[0] = int(blocks)
+        self.reads = 0
+
+    def clear_reads(self) -> None:
+        self.reads = 0
+
+
+@pytest.fixture
+def row_blocks_override(monkeypatch):
+    """Force the recurrent kernels' row-block layout for this test (blas.ROW_BLOCKS_STATE), whatever the
+    BLAS and thread count would choose; restored after the test. Its `reads` show that a kernel asked."""
+    from numbanets.kernels.cpu import blas
+
+    override = _RowBlocksOverride()
+    monkeypatch.setattr(blas, "ROW_BLOCKS_STATE", override.state)
+    # OpenBLAS: its own threads off while numba's threads call it at once (speed only; MKL's blocks set their own)
+    token = blas.set_threads(1) if blas.NAME == "openblas" else None
+    try:
+        yield override
+    finally:
+        blas.restore_threads(token)
+
+
+@pytest.fixture
+def recurrent_gemm():
+    """choose(name) sets packed_gemm.RECURRENT_GEMM[0] ("panels", "mkl" or "blas": how the recurrent kernels'
+    per-step products run) for the rest of the test and returns the mode it gives; restored after."""
+    from numbanets.kernels.cpu import packed_gemm
+
+    before = packed_gemm.RECURRENT_GEMM[0]
+
+    def choose(name):
+        packed_gemm.RECURRENT_GEMM[0] = name
+        return packed_gemm.mode()
+
+    try:
+        yield choose
+    finally:
+        packed_gemm.RECURRENT_GEMM[0] = before
+
+
 # --------------------------------------------------------------------------- strict simulator arrays
 
 def _simulator() -> bool:
@@ -94,15 +153,19 @@ def strict_simulator_arrays(request, monkeypatch):
     The simulator's arrays wrap numpy arrays and hand out every numpy attribute (dev.sum(),
     dev.astype(), np.asarray(dev) through __array_interface__), so host code that only works in the
     simulator, or that quietly brings a whole array back, would pass. Here they refuse the public
-    attributes a real DeviceNDArray lacks, and every host conversion goes through copy_to_host or
-    __array__ (as on a real array) and is recorded in the `host_conversions` fixture.
+    attributes a real DeviceNDArray lacks and the numpy arithmetic it lacks (dev * 2), and every host
+    conversion goes through copy_to_host, __array__ or a one-element dev[i] (as on a real array) and is
+    recorded in the `host_conversions` fixture.
     """
     if request.node.get_closest_marker("cuda") is None or not _simulator():
         yield
         return
     real = request.getfixturevalue("_real_device_array_attributes")
     record = request.getfixturevalue("host_conversions")
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    from numba.cuda.simulator.cudadrv.devicearray import (
+        FakeCUDAArray,
+        FakeWithinKernelCUDAArray,
+    )
 
     original_getattr, original_copy = FakeCUDAArray.__getattr__, FakeCUDAArray.copy_to_host
 
@@ -122,7 +185,28 @@ def strict_simulator_arrays(request, monkeypatch):
         out = np.array(self._ary, copy=True)
         return out if dtype is None else out.astype(dtype, copy=False)
 
+    original_getitem = FakeCUDAArray.__getitem__
+
+    def getitem(self, index):
+        got = original_getitem(self, index)
+        if not isinstance(got, FakeCUDAArray):  # one element: a real array copies it to the host
+            record.append(("__getitem__", 1))
+        return got
+
+    def in_kernel_getitem(self, index):  # an element read inside a (simulated) kernel: not a host conversion
+        return self._FakeWithinKernelCUDAArray__wrap_if_fake(original_getitem(self._item, index))
+
+    def no_arithmetic(name):
+        def refuse(self, other):
+            raise TypeError(f"a real numba DeviceNDArray has no {name} (simulator only): use a kernel")
+        return refuse
+
     monkeypatch.setattr(FakeCUDAArray, "__getattr__", strict_getattr)
     monkeypatch.setattr(FakeCUDAArray, "copy_to_host", copy_to_host)
     monkeypatch.setattr(FakeCUDAArray, "__array__", as_array, raising=False)
+    monkeypatch.setattr(FakeCUDAArray, "__getitem__", getitem)
+    monkeypatch.setattr(FakeWithinKernelCUDAArray, "__getitem__", in_kernel_getitem)
+    for name in ("__add__", "__sub__", "__mul__", "__truediv__", "__floordiv__", "__mod__", "__pow__"):
+        if name in vars(FakeCUDAArray):  # numpy-backed arithmetic that a real DeviceNDArray lacks
+            monkeypatch.setattr(FakeCUDAArray, name, no_arithmetic(name))
     yield

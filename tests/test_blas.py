@@ -157,3 +157,65 @@ def test_parallel_threads_only_with_mkl_on_gnu_openmp_and_is_read_at_run_time():
     finally:
         blas._SHARES_STATE[0] = shares
     assert read() == (threads if shares else 1)
+
+
+def test_row_blocks_default_and_forced_layout(row_blocks_override):
+    # the default: one block below PARALLEL_MIN_ELEMENTS or outside numba's pool, else one per thread (at
+    # most one per row); ROW_BLOCKS_STATE[0] = k > 0 forces min(k, rows) at any size, read at run time
+    import numba
+
+    big, small = blas.PARALLEL_MIN_ELEMENTS // 64, 2
+    threads = numba.get_num_threads()
+    assert blas.row_blocks(big, 64) == (min(threads, big) if blas.SHARES_NUMBA_THREADS else 1)
+    assert blas.row_blocks(small, 4) == 1
+    for forced in (1, 3, 7):
+        row_blocks_override.set(forced)
+        assert blas.row_blocks(big, 64) == min(forced, big)
+        assert blas.row_blocks(small, 4) == min(forced, small)
+        assert blas.row_blocks(0, 4) == 1
+        assert row_blocks_override.reads == 3
+    row_blocks_override.set(0)
+    assert blas.row_blocks(big, 64) == (min(threads, big) if blas.SHARES_NUMBA_THREADS else 1)
+
+
+def test_panel_loops_honour_a_forced_row_block_count(row_blocks_override):
+    # packed_gemm.loop_row_blocks widens one block to one per numba thread for PANELS loops (they call no BLAS),
+    # but a count ROW_BLOCKS_STATE forces is kept, 1 included
+    import numba
+
+    from numbanets.kernels.cpu import packed_gemm as pg
+
+    big = blas.PARALLEL_MIN_ELEMENTS // 64
+    threads = numba.get_num_threads()
+    assert pg.loop_row_blocks(big, 64, pg.PANELS) == min(threads, big)
+    for forced in (1, 2):
+        row_blocks_override.set(forced)
+        assert pg.loop_row_blocks(big, 64, pg.PANELS) == forced
+        assert blas.forced_row_blocks() == forced
+    row_blocks_override.set(0)
+    assert blas.forced_row_blocks() == 0
+
+
+def test_openblas_threads_stop_spinning_soon_after_a_call():
+    # with OpenBLAS, numbanets sets OPENBLAS_THREAD_TIMEOUT (unless the user did) before the library loads:
+    # its workers then sleep tens of microseconds after a call instead of spinning about 100 ms, which
+    # took a core from the next parallel region on a 2-core machine. Measured as the process's CPU time
+    # in the 100 ms after a threaded gemm: under a tenth of a core on average.
+    import os
+    import time
+
+    if blas.NAME != "openblas":
+        pytest.skip(f"{blas.NAME} is the kernels' BLAS: OpenBLAS's spinning does not apply")
+    assert "OPENBLAS_THREAD_TIMEOUT" in os.environ
+    a = np.ones((600, 600), np.float32)
+    out = np.empty_like(a)
+    token = blas.set_threads(2)
+    try:
+        for _ in range(3):
+            blas.gemm(a, False, a, False, out)
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(0.1)
+        busy = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    finally:
+        blas.restore_threads(token)
+    assert busy < 0.1, f"OpenBLAS's threads kept {busy:.2f} of a core busy after the call"

@@ -130,25 +130,53 @@ def test_backward_float32_matches_float64(rng):
         assert_close(g, e, rtol=1e-4, atol=1e-5, name=name)
 
 
-def test_threaded_row_blocks_match_row_by_row_runs(rng):
-    # N * H above blas.PARALLEL_MIN_ELEMENTS: with more than one numba thread the rows run in blocks, one per
-    # thread; every row is an independent sequence, so each row alone (N = 1) gives the same numbers
-    from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, row_blocks
+@pytest.mark.parametrize("gemm", ["panels", "mkl", "blas"])
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_row_blocks_match_row_by_row_runs_and_one_block(rng, row_blocks_override, recurrent_gemm, blocks, gemm):
+    # the batch rows run in `blocks` blocks (blas.row_blocks), each through the whole time loop; every row is
+    # an independent sequence, so each row alone (N = 1) and the whole batch in one block give the same
+    # numbers. The layout is forced (blas.ROW_BLOCKS_STATE): left to the environment, OpenBLAS or one numba
+    # thread could run one block and the test would compare the single-block path with itself. Each way of the
+    # per-step products (panels, MKL's packed API, the BLAS's gemm from numba's threads) runs the blocks.
+    import numba
+
+    from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS
+    from numbanets.kernels.cpu.packed_gemm import loop_row_blocks
 
     H = 32
-    N = max(4, -(-PARALLEL_MIN_ELEMENTS // H))
+    N = max(4, -(-PARALLEL_MIN_ELEMENTS // H))  # 64 rows: 3 blocks are uneven (21, 21, 22)
     args = _inputs(rng, 4, N, 5, H)
     x, h0, w_ih, w_hh, b_ih, b_hh = args
+    dhs = rng.standard_normal((4, N, H))
+    dh_T = rng.standard_normal((N, H))
+    mode = recurrent_gemm(gemm)
+    row_blocks_override.set(blocks)
+    assert loop_row_blocks(N, H, mode) == blocks  # the count the kernels ask for
+    row_blocks_override.clear_reads()
     hs, _, cache = F.gru_forward(*args)
-    dhs = rng.standard_normal(hs.shape)
-    grads = F.gru_backward(dhs, cache)
-    blocks = row_blocks(N, H)
-    for n in (0, N // 2, N - 1):
+    assert row_blocks_override.reads >= 1, "the forward did not ask for the forced layout (a stale kernel cache?)"
+    row_blocks_override.clear_reads()
+    grads = F.gru_backward(dhs, cache, dh_T)
+    assert row_blocks_override.reads >= 1, "the backward did not ask for the forced layout"
+    for n in range(N):
         hs_n, _, cache_n = F.gru_forward(x[:, n:n + 1], h0[n:n + 1], w_ih, w_hh, b_ih, b_hh)
         assert_close(hs[:, n:n + 1], hs_n, rtol=1e-12, atol=1e-13, name=f"hs row {n} ({blocks} blocks)")
-        g_n = F.gru_backward(dhs[:, n:n + 1], cache_n)
+        g_n = F.gru_backward(dhs[:, n:n + 1], cache_n, dh_T[n:n + 1])
         assert_close(grads[0][:, n:n + 1], g_n[0], rtol=1e-12, atol=1e-13, name=f"dx row {n}")
         assert_close(grads[1][n:n + 1], g_n[1], rtol=1e-12, atol=1e-13, name=f"dh0 row {n}")
+    row_blocks_override.set(1)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)  # (panels split a large batch over numba's threads even where the BLAS is outside)
+        assert loop_row_blocks(N, H, mode) == 1
+        hs_1, _, cache_1 = F.gru_forward(*args)
+        grads_1 = F.gru_backward(dhs, cache_1, dh_T)
+    finally:
+        numba.set_num_threads(threads)
+    # (a block of rows may take another BLAS kernel than the whole batch: equal to rounding, not bit for bit)
+    assert_close(hs, hs_1, rtol=1e-12, atol=1e-13, name="hs, one block")
+    for g, g1, name in zip(grads, grads_1, GRAD_NAMES):
+        assert_close(g, g1, rtol=1e-12, atol=1e-12, name=f"{name}, one block")
 
 
 # --------------------------------------------------------------------------- theory

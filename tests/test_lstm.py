@@ -133,37 +133,44 @@ def test_outputs_are_new_arrays(rng):
 
 # --------------------------------------------------------------------------- theory
 
-def test_threaded_step_passes_match_row_by_row_runs_and_any_thread_count(rng):
-    # N * H at the threshold: the batch rows run in one block per numba thread, each through the whole
-    # time loop. Every batch row is an independent sequence, so running the rows one at a time (N = 1:
-    # one block) must give the same numbers, and so must one thread.
+@pytest.mark.parametrize("gemm", ["panels", "mkl", "blas"])
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_row_blocks_match_row_by_row_runs_and_one_block(rng, row_blocks_override, recurrent_gemm, blocks, gemm):
+    # the batch rows run in `blocks` blocks (blas.row_blocks), each through the whole time loop. Every batch
+    # row is an independent sequence, so each row alone and the whole batch in one block must give the same
+    # numbers. The layout is forced (blas.ROW_BLOCKS_STATE): left to the environment, OpenBLAS or one numba
+    # thread could run one block and the test would compare the single-block path with itself. 3 blocks of
+    # 32 rows are uneven (10, 11, 11) and more than this machine's threads. Each way of the per-step products
+    # (numbanets' panels, MKL's packed API, the BLAS's gemm called from numba's threads; "mkl" is the plain
+    # gemm where MKL is not the BLAS) runs the blocks.
     import numba
 
     from numbanets.kernels.cpu import blas
-    from numbanets.kernels.cpu.blas import NAME, PARALLEL_MIN_ELEMENTS, row_blocks
+    from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS
+    from numbanets.kernels.cpu.packed_gemm import loop_row_blocks
 
     T, D, H = 4, 3, 64
     N = PARALLEL_MIN_ELEMENTS // H
-    # the layout this test is about: several row blocks; with one (a BLAS outside numba's pool, or one
-    # numba thread) it would compare the single-block path with itself, so it says so instead of passing
-    blocks = row_blocks(N, H)
-    if blocks < 2:
-        pytest.skip(f"one row block only here ({NAME}, {numba.get_num_threads()} numba threads): "
-                    "the multi-block layout does not run")
-    assert blocks == min(numba.get_num_threads(), N)
     args = _inputs(rng, T, N, D, H)
     dhs = rng.standard_normal((T, N, H))
     dc_T = rng.standard_normal((N, H))
+    mode = recurrent_gemm(gemm)
+    row_blocks_override.set(blocks)
+    assert loop_row_blocks(N, H, mode) == blocks  # the count the kernels ask for
     token = blas.set_threads(2)  # a count the caller chose: the blocks run MKL on one thread, then restore it
     try:
+        row_blocks_override.clear_reads()
         hs, _, cache = F.lstm_forward(*args)
+        assert row_blocks_override.reads >= 1, "the forward did not ask for the forced layout (a stale kernel cache?)"
+        row_blocks_override.clear_reads()
         grads = F.lstm_backward(dhs, cache, dc_T)
+        assert row_blocks_override.reads >= 1, "the backward did not ask for the forced layout"
         if blas.NAME == "mkl":
             assert blas.threads() == 2
     finally:
         blas.restore_threads(token)
-    for n in (0, N // 2, N - 1):
-        x, h0, c0, w_ih, w_hh, b = args
+    x, h0, c0, w_ih, w_hh, b = args
+    for n in range(N):
         row_args = (x[:, n:n + 1].copy(), h0[n:n + 1].copy(), c0[n:n + 1].copy(), w_ih, w_hh, b)
         hs_n, _, cache_n = F.lstm_forward(*row_args)
         assert_close(hs[:, n:n + 1], hs_n, rtol=1e-12, atol=1e-12, name=f"hs row {n}")
@@ -171,17 +178,19 @@ def test_threaded_step_passes_match_row_by_row_runs_and_any_thread_count(rng):
         assert_close(grads[0][:, n:n + 1], dx_n, rtol=1e-12, atol=1e-12, name=f"dx row {n}")
         assert_close(grads[1][n:n + 1], dh0_n, rtol=1e-12, atol=1e-12, name=f"dh0 row {n}")
         assert_close(grads[2][n:n + 1], dc0_n, rtol=1e-12, atol=1e-12, name=f"dc0 row {n}")
+    row_blocks_override.set(1)
     threads = numba.get_num_threads()
     try:
-        numba.set_num_threads(1)
+        numba.set_num_threads(1)  # (panels split a large batch over numba's threads even where the BLAS is outside)
+        assert loop_row_blocks(N, H, mode) == 1
         hs_1, _, cache_1 = F.lstm_forward(*args)
         grads_1 = F.lstm_backward(dhs, cache_1, dc_T)
     finally:
         numba.set_num_threads(threads)
     # (a block of rows may take another BLAS kernel than the whole batch: equal to rounding, not bit for bit)
-    assert_close(hs, hs_1, rtol=1e-12, atol=1e-12, name="hs, one thread")
+    assert_close(hs, hs_1, rtol=1e-12, atol=1e-12, name="hs, one block")
     for g, g1, name in zip(grads, grads_1, GRAD_NAMES):
-        assert_close(g, g1, rtol=1e-12, atol=1e-12, name=f"{name}, one thread")
+        assert_close(g, g1, rtol=1e-12, atol=1e-12, name=f"{name}, one block")
 
 
 @pytest.mark.parametrize("T", [1, 5, 20])

@@ -17,7 +17,9 @@
                                                 returns the previous setting; a no-op returning 0 on OpenBLAS
     row_blocks(n_rows, width)                   (njit) blocks of independent rows to run side by side on numba's
                                                 threads: 1 below PARALLEL_MIN_ELEMENTS (n_rows * width) or without
-                                                SHARES_NUMBA_THREADS, else min(threads, n_rows)
+                                                SHARES_NUMBA_THREADS, else min(threads, n_rows);
+                                                min(ROW_BLOCKS_STATE[0], n_rows) when that is positive
+    ROW_BLOCKS_STATE                            [0]; ROW_BLOCKS_STATE[0] = k > 0 forces k row blocks (tests)
     leading_dimension(x)                        (njit) the row stride of a 2-D array in elements (CBLAS's ld);
                                                 refuses rows that are not contiguous
 
@@ -48,6 +50,16 @@ parallel region each thread sets its MKL count to 1 (set_local_threads) and
 restores it after: a calling thread whose count was set explicitly (threadpoolctl,
 `nbnets bench --threads`) would otherwise start nested MKL threads, which is slower.
 
+ROW_BLOCKS_STATE[0] = k > 0 forces row_blocks to min(k, n_rows) whatever the BLAS,
+the thread count and the size, and 0 (the default) gives the choice above back.
+It exists so the tests can run the multi-block layout where it would not be
+chosen (OpenBLAS, one numba thread, a small batch) and the single block where it
+would: a layout the environment picks is otherwise compared with itself. It is
+read at run time through a registered callback, like parallel_threads, so the
+on-disk cache stays valid. Forced blocks with OpenBLAS call it from numba's
+threads at once; that is correct (OpenBLAS is thread-safe) but slow while its
+own threads spin, so set_threads(1) around such a run.
+
 The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
 
@@ -68,12 +80,13 @@ from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
            "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads",
-           "row_blocks", "PARALLEL_MIN_ELEMENTS", "leading_dimension"]
+           "row_blocks", "forced_row_blocks", "ROW_BLOCKS_STATE", "PARALLEL_MIN_ELEMENTS", "leading_dimension"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
 _PARALLEL_SYMBOL = "numbanets_parallel_threads"
 _SET_LOCAL_SYMBOL = "numbanets_blas_set_local_threads"
+_ROW_BLOCKS_SYMBOL = "numbanets_forced_row_blocks"
 PARALLEL_MIN_ELEMENTS = 2048  # rows * width of one time step from which row blocks run on all threads
 
 
@@ -97,7 +110,16 @@ def _mkl():
     return None
 
 
+OPENBLAS_THREAD_TIMEOUT = "16"  # 2^16 cycles (tens of microseconds) of spinning after a call; OpenBLAS's own: 2^28
+
+
 def _openblas():
+    # OpenBLAS's worker threads spin for 2^OPENBLAS_THREAD_TIMEOUT cycles after each call before they sleep:
+    # by default 2^28, about 100 ms, in which a spinning worker takes a core from the numba threads of the
+    # next parallel region (a recurrent layer's row blocks after its input projection). The library reads
+    # the variable when it loads, so it is set here unless the user set it, and has no effect if SciPy's
+    # OpenBLAS was loaded before numbanets.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
     from scipy.linalg import cython_blas  # its BLAS library is the one numba's np.dot uses
 
     return ctypes.CDLL(cython_blas.__file__)  # symbol lookup also searches its BLAS dependency
@@ -176,6 +198,17 @@ def pool_threads() -> int:
 # called from the functional API hold it on the calling thread itself, which is fine)
 _PARALLEL_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(pool_threads)
 llvm.add_symbol(_PARALLEL_SYMBOL, ctypes.cast(_PARALLEL_CALLBACK, ctypes.c_void_p).value)
+
+ROW_BLOCKS_STATE = [0]  # ROW_BLOCKS_STATE[0] = k > 0 forces k row blocks (at most n_rows); 0: row_blocks chooses
+
+
+def _forced_row_blocks() -> int:
+    return max(0, min(int(ROW_BLOCKS_STATE[0]), 2147483647))
+
+
+# a Python callback as _PARALLEL_CALLBACK (takes the GIL; called on the calling thread, before any parallel region)
+_ROW_BLOCKS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32)(_forced_row_blocks)
+llvm.add_symbol(_ROW_BLOCKS_SYMBOL, ctypes.cast(_ROW_BLOCKS_CALLBACK, ctypes.c_void_p).value)
 if NAME == "mkl":
     _SET_LOCAL = _LIB.MKL_Set_Num_Threads_Local
 else:  # never called: parallel_threads() is 1 without MKL
@@ -241,9 +274,29 @@ def set_local_threads(typingctx, n):
     return types.int32(n), codegen
 
 
+@intrinsic
+def _forced_blocks(typingctx):
+    # () -> int64: ROW_BLOCKS_STATE[0] (0: not forced), asked at run time through Python as parallel_threads
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _ROW_BLOCKS_SYMBOL)
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+    return types.int64(), codegen
+
+
+@njit(cache=True)
+def forced_row_blocks():
+    # () -> int64: the count ROW_BLOCKS_STATE forces now, 0 when it forces none
+    return _forced_blocks()
+
+
 @njit(cache=True)
 def row_blocks(n_rows, width):
     # how many blocks of independent rows (a recurrent layer's batch rows) run side by side: 1, or one per thread
+    # (or the count ROW_BLOCKS_STATE forces, at most one block per row)
+    forced = _forced_blocks()
+    if forced > 0:
+        return max(1, min(forced, n_rows))
     if n_rows * width < PARALLEL_MIN_ELEMENTS:
         return 1
     return max(1, min(parallel_threads(), n_rows))

@@ -52,7 +52,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from numbanets.kernels.cpu import blas
-from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, gemm, leading_dimension, row_blocks
+from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, forced_row_blocks, gemm, leading_dimension, row_blocks
 from numbanets.kernels.cpu.panel_gemm import gemm_panels, pack_panels
 
 __all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "loop_row_blocks", "PACKING_STATE",
@@ -145,9 +145,10 @@ def packing():
 @njit(cache=True)
 def loop_row_blocks(n_rows, width, mode):
     # blas.row_blocks(n_rows, width); a PANELS loop calls no BLAS, so where the BLAS is outside numba's pool
-    # (row_blocks says 1 from PARALLEL_MIN_ELEMENTS up) its rows still split into one block per numba thread
+    # (row_blocks says 1 from PARALLEL_MIN_ELEMENTS up) its rows still split into one block per numba thread,
+    # unless blas.ROW_BLOCKS_STATE forces a count
     blocks = row_blocks(n_rows, width)
-    if mode == PANELS and blocks == 1 and n_rows * width >= PARALLEL_MIN_ELEMENTS:
+    if mode == PANELS and blocks == 1 and forced_row_blocks() == 0 and n_rows * width >= PARALLEL_MIN_ELEMENTS:
         blocks = max(1, min(_numba_thread_count(), n_rows))
     return blocks
 
