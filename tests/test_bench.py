@@ -119,7 +119,9 @@ def test_a_perturbed_peer_is_a_mismatch():
 
     bad = _with_numpy(case, wrong)
     errors = bench_measure.agreement(bad, ("numpy",))
-    assert errors["numpy"][0] == pytest.approx(0.01, rel=1e-3) and errors["numpy"][1] == "y"
+    # every element 1 % off: the largest one, measured against itself plus the floor, gives the error
+    assert errors["numpy"][0] == pytest.approx(0.01 / (1 + bench_measure.ABS_FLOOR), rel=1e-3)
+    assert errors["numpy"][1] == "y"
     with pytest.raises(bench_measure.PeerMismatch, match="numpy disagrees with numbanets in 'y'"):
         bench_measure.check(bad, errors)
 
@@ -143,8 +145,41 @@ def test_compare_masks_only_rounding_noise_gradients():
     flipped = {**ref, "param.w": np.array([-0.1, 0.1, 0.1, -0.1])}  # the update of a noise-sized gradient
     assert bench_measure.compare(ref, flipped, initial) == (0.0, "")
     wrong = {**ref, "param.w": np.array([-0.1, 0.1, -0.1, 0.1])}    # the update of a real gradient
-    assert bench_measure.compare(ref, wrong, initial) == (pytest.approx(2.0), "param.w")
+    # the error 0.2 against that update's size, 0.1, plus the floor (ABS_FLOOR of the largest update, 0.1)
+    expected = 0.2 / (0.1 + bench_measure.ABS_FLOOR * 0.1)
+    assert bench_measure.compare(ref, wrong, initial) == (pytest.approx(expected), "param.w")
     assert bench_measure.compare(ref, {"grad.w": ref["grad.w"]}, initial)[0] == math.inf  # a missing output
+
+
+def test_one_small_element_wrong_by_one_percent_is_a_mismatch():
+    # the check is per element: an output's largest value does not hide an error in a small one. The former
+    # check (max |peer - numbanets| / max |numbanets| <= 1e-3) passed this peer: its error there is 1e-4.
+    case = next(c for c in CASES if c.name == "conv2d-fwd")
+    inputs = case.make(np.random.default_rng(0))
+    y = case.impls["numbanets"](inputs, bench_case.Ctx()).run()[0]
+    magnitude = np.abs(y.astype(np.float64))
+    small = int(np.argmin(np.abs(magnitude - 0.01 * magnitude.max())))  # an element about 1 % of the largest
+    assert 0.005 < magnitude.flat[small] / magnitude.max() < 0.02
+
+    def one_wrong(inputs, ctx):
+        r = case.impls["numpy"](inputs, ctx)
+
+        def run():
+            out = tuple(a.copy() for a in r.run())
+            out[0].flat[small] *= np.float32(1.01)
+            return out
+        return bench_case.Runner(run, r.outputs)
+
+    bad = _with_numpy(case, one_wrong)
+    errors = bench_measure.agreement(bad, ("numpy",), inputs=inputs)
+    runners = errors.pop("runners")
+    ours, theirs = (runners[i].outputs(runners[i].run())["y"].astype(np.float64) for i in ("numbanets", "numpy"))
+    assert np.max(np.abs(theirs - ours)) / np.max(np.abs(ours)) < 1e-3  # what the former check saw
+    with pytest.raises(bench_measure.PeerMismatch, match="numpy disagrees with numbanets in 'y'"):
+        bench_measure.check(bad, errors)
+    s = magnitude.flat[small] / magnitude.max()
+    assert errors["numpy"][1] == "y"
+    assert errors["numpy"][0] == pytest.approx(0.01 * s / (s + bench_measure.ABS_FLOOR), rel=1e-2)  # about 10 TOL
 
 
 def test_a_disagreeing_peer_stops_the_command_untimed(tmp_path, monkeypatch):

@@ -262,7 +262,7 @@ def run(opts: dict, echo=None) -> Result:
     with Threads(threads, torch) as th:
         run_dir = new_run_dir(o["out"], COMMAND)
         config = write_config(run_dir, COMMAND, o, device=device, threads=threads, blas=th.blas, torch=torch_note,
-                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=measure.TOL,
+                              cpu_count=os.cpu_count(), load_average_at_start=load, tolerance=measure.TOL, tolerance_floor=measure.ABS_FLOOR,
                               allocator=allocator, machine=host, interval={
                                   "level": intervals.LEVEL, "wide": intervals.WIDE, "min_ratios": intervals.MIN_RATIOS,
                                   "bootstrap": intervals.BOOTSTRAP, "seed": intervals.SEED,
