@@ -206,15 +206,34 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, corpus)
 
 
 def test_resume_across_an_epoch_boundary_is_exact(tmp_path, corpus):
-    # an epoch of these settings is 80 windows: stop at 75, resume to 90, against an uninterrupted run
-    full = _run(tmp_path / "a", corpus, steps=90, eval_every=15, sample_every=45)
-    part = _run(tmp_path / "b", corpus, steps=75, eval_every=15, sample_every=45)
-    assert part.step == 75
-    again = charlm.train({"steps": 90}, given={"steps"}, resume=str(part.run_dir), echo=lambda s: None)
-    assert again.step == 90
-    m_full, m_res = _metrics(full.run_dir), _metrics(part.run_dir)
-    assert m_full.epoch.max() > 1.0
-    _assert_same_from(m_full, m_res, 75)
+    # an epoch of these settings is 80 windows. Against an uninterrupted run: stopped at 75 and resumed
+    # across the boundary, and stopped at 80, the epoch's last window, whose checkpoint holds the hidden
+    # state that the first window of epoch 2 must not receive. Those runs would agree with each other just
+    # as well if none of them reset the state, so step 81 is also checked against its definition: the
+    # step-80 weights and optimizer state on the first window from a zero state.
+    settings = {"eval_every": 15, "sample_every": 45}
+    full = _run(tmp_path / "a", corpus, steps=90, **settings)
+    part = _run(tmp_path / "b", corpus, steps=75, **settings)
+    edge = _run(tmp_path / "c", corpus, steps=80, **settings)
+    assert part.step == 75 and edge.step == 80
+    arrays, meta = charlm_checkpoint.load(edge.run_dir / "checkpoint.npz")
+    assert meta["step"] == 80 and meta["stream_position"] == 0 and meta["hidden_state"] is not None
+    for run in (part, edge):
+        again = charlm.train({"steps": 90}, given={"steps"}, resume=str(run.run_dir), echo=lambda s: None)
+        assert again.step == 90
+    m_full = _metrics(full.run_dir)
+    assert m_full.epoch.max() > 1.0 and m_full.epoch[m_full.step == 80].item() == pytest.approx(1.0)
+    _assert_same_from(m_full, _metrics(part.run_dir), 75)
+    _assert_same_from(m_full, _metrics(edge.run_dir), 80)
+
+    fresh = _trainer()  # the same settings and data, restored from the step-80 checkpoint
+    fresh.load_state_dict(arrays, meta)
+    assert fresh.stream.position == 0 and fresh.state is not None  # the checkpoint's carried state
+    x, y, _ = charlm.BatchStream(fresh.data.train_ids, TINY["batch_size"], TINY["seq_len"]).next()
+    loss_zero, loss_carried = fresh.model.loss(x, y)[0], fresh.model.loss(x, y, fresh.state)[0]
+    assert abs(loss_carried - loss_zero) > 1e-4 * loss_zero  # the state would show in the loss
+    row81 = m_full[m_full.step == 81].iloc[0]
+    assert row81.train_loss == pytest.approx(loss_zero, rel=1e-6)
 
 
 def test_resume_refuses_changed_settings(tmp_path, corpus):
