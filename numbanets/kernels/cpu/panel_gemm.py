@@ -195,11 +195,14 @@ def gemm_panels(a, panels, out):
     ldc = out.strides[0] // out.itemsize
     full = n // W
     scratch = np.empty(TILE_ROWS * W, dtype=a.dtype)
-    for i0 in range(0, m, TILE_ROWS):
-        rows = min(TILE_ROWS, m - i0)
-        for p in range(full):
-            _tile(a, i0 * lda, lda, panels, p * k * W, k, out, i0 * ldc + p * W, ldc, rows)
-        if full < P:  # the padded last panel: through the scratch tile
+    # panel after panel, each through all the row tiles while it is in cache: op(b) is read from memory once
+    # per product (a, m x k, is re-read from cache for every panel)
+    for p in range(full):
+        for i0 in range(0, m, TILE_ROWS):
+            _tile(a, i0 * lda, lda, panels, p * k * W, k, out, i0 * ldc + p * W, ldc, min(TILE_ROWS, m - i0))
+    if full < P:  # the padded last panel: through the scratch tile
+        for i0 in range(0, m, TILE_ROWS):
+            rows = min(TILE_ROWS, m - i0)
             _tile(a, i0 * lda, lda, panels, full * k * W, k, scratch, 0, W, rows)
             for r in range(rows):
                 for j in range(n - full * W):
