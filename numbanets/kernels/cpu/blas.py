@@ -111,15 +111,20 @@ def _mkl():
 
 
 OPENBLAS_THREAD_TIMEOUT = "16"  # 2^16 cycles (tens of microseconds) of spinning after a call; OpenBLAS's own: 2^28
+GOMP_SPINCOUNT = "10000"  # spins of numba's GNU OpenMP threads after a parallel region; libgomp's own: 300000
 
 
 def _openblas():
-    # OpenBLAS's worker threads spin for 2^OPENBLAS_THREAD_TIMEOUT cycles after each call before they sleep:
-    # by default 2^28, about 100 ms, in which a spinning worker takes a core from the numba threads of the
-    # next parallel region (a recurrent layer's row blocks after its input projection). The library reads
-    # the variable when it loads, so it is set here unless the user set it, and has no effect if SciPy's
-    # OpenBLAS was loaded before numbanets.
+    # With OpenBLAS the kernels run two thread pools, OpenBLAS's pthreads and numba's OpenMP threads (MKL
+    # shares numba's), and each pool spins after its work before it sleeps, taking cores from the other:
+    # - OpenBLAS's workers spin for 2^OPENBLAS_THREAD_TIMEOUT cycles after each call, by default 2^28, about
+    #   100 ms: against the row blocks of a recurrent layer's time loop after its input projection;
+    # - numba's OpenMP threads spin GOMP_SPINCOUNT times after a parallel region: against the OpenBLAS calls
+    #   after it (an LSTM layer's backward 1.9x slower with libgomp's default, scripts/recurrent_gemm.py).
+    # Both libraries read the variable when they load, so they are set here unless the user set them; they
+    # have no effect if SciPy's OpenBLAS or libgomp was loaded before numbanets.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
+    os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT)
     from scipy.linalg import cython_blas  # its BLAS library is the one numba's np.dot uses
 
     return ctypes.CDLL(cython_blas.__file__)  # symbol lookup also searches its BLAS dependency
