@@ -4,7 +4,7 @@
 
 Times, on each shape, the forward kernels that apply to it:
 
-    im2col     numbanets.kernels.cpu.conv.conv2d_forward (today's kernel)
+    im2col     numbanets.kernels.cpu.conv.conv2d_forward with conv_choice's thresholds off (im2col only)
     winograd   numbanets.kernels.cpu.conv_winograd.conv2d_forward_winograd (3x3, stride 1, groups 1)
     direct     numbanets.kernels.cpu.conv_direct.conv2d_forward_direct (stride 1, groups 1)
     torch      torch.nn.functional.conv2d (oneDNN; an optional peer, skipped when torch is missing)
@@ -127,6 +127,11 @@ def _errors(draws: int) -> None:
 
 
 def main(argv=None) -> int:
+    # conv.conv2d_forward sends layers to the other kernels where conv_choice says so: off, it is im2col only
+    from numbanets.kernels.cpu import conv_choice
+
+    conv_choice.DIRECT_ROW_MULTIPLE = None
+    conv_choice.WINOGRAD_MIN_CHANNELS = None
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="rounds of one block per implementation")
     parser.add_argument("--runs", type=int, default=3, help="timed calls per block")

@@ -307,7 +307,7 @@ CHOICE_LAYERS = [  # x, w, stride, groups, (OH, OW)
     ((1, 64, 16, 16), (2, 64, 3, 3), 1, 1, (16, 16)),  # C 64, 256 output pixels
 ]
 CHOICES = {  # (WINOGRAD_MIN_CHANNELS, WINOGRAD_MAX_PIXELS, DIRECT_ROW_MULTIPLE): the names for CHOICE_LAYERS
-    "measured": (None, ["im2col", "direct", "direct", "im2col", "im2col", "winograd", "winograd", "direct"]),
+    "measured": (None, ["im2col", "direct", "direct", "im2col", "im2col", "im2col", "im2col", "direct"]),
     "off": ((None, None, None), ["im2col"] * 8),
     "on": ((1, 10**6, 1), ["direct", "direct", "winograd", "im2col", "im2col", "winograd", "winograd",
                            "winograd"]),

@@ -16,8 +16,9 @@
 A threshold of None switches its kernel off. Both are measured, not derived: `python
 scripts/conv_kernels.py` times the kernels side by side, interleaved in one process, on the bench's
 conv2d shapes and others; BENCHMARKS.md has the runs. On the project's 2-core AMD EPYC the direct kernel
-beat im2col on every layer whose rows are whole tiles and lost on the 8x8 and 4x4 maps; Winograd beat
-it on 3x3 layers with 64 and 128 channels and 8x8 outputs, and lost on 16x16 outputs and fewer channels.
+beat im2col on every layer whose rows are whole tiles and lost on the 8x8 and 4x4 maps; Winograd was
+not clearly ahead on any layer, so it is off (its thresholds, when set, send 3x3 layers with many
+channels and small outputs to it).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ __all__ = ["DIRECT_ROW_MULTIPLE", "WINOGRAD_MAX_PIXELS", "WINOGRAD_MIN_CHANNELS"
            "choose_forward"]
 
 DIRECT_ROW_MULTIPLE: int | None = 16  # output rows a multiple of this many pixels go to conv_direct
-# scripts/conv_kernels.py, AMD EPYC, MKL, 1 thread: Winograd 1.22-1.29x im2col at C 64 and 128 with 8x8
-# outputs; 0.84-0.96x with 16x16 outputs (C 32, 64), 0.58-0.71x at C 16, 0.25-0.47x at C 3
-WINOGRAD_MIN_CHANNELS: int | None = 64
+# scripts/conv_kernels.py, AMD EPYC, MKL: Winograd 1.22-1.29x im2col at C 64 and 128 with 8x8 outputs on
+# one thread on a busy machine, but 1.04x (1 thread) and 0.96x (2 threads) at C 64, 8x8, on a quiet one;
+# 0.79-0.95x with 16x16 outputs (C 32, 64), 0.58-0.71x at C 16: off until it is clearly ahead somewhere
+WINOGRAD_MIN_CHANNELS: int | None = None
 WINOGRAD_MAX_PIXELS: int | None = 64
 
 
