@@ -12,6 +12,8 @@
     has_thread_control()                        whether the count can be set
     SHARES_NUMBA_THREADS                        True when the BLAS's threads are numba's OpenMP pool
     parallel_threads()                          (njit) numba's thread count when SHARES_NUMBA_THREADS, else 1
+    int_callback(symbol)                        an intrinsic () -> int64 calling a registered C callback: how
+                                                the kernels read Python-side settings at run time
     pool_threads()                              the same, for Python callers
     set_local_threads(n)                        (njit) MKL's count for this thread (0: follow the global one);
                                                 returns the previous setting; a no-op returning 0 on OpenBLAS
@@ -80,7 +82,8 @@ from numba.extending import intrinsic
 
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
            "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads",
-           "row_blocks", "forced_row_blocks", "ROW_BLOCKS_STATE", "PARALLEL_MIN_ELEMENTS", "leading_dimension"]
+           "row_blocks", "forced_row_blocks", "ROW_BLOCKS_STATE", "PARALLEL_MIN_ELEMENTS", "leading_dimension",
+           "int_callback"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {types.float32: "numbanets_cblas_sgemm", types.float64: "numbanets_cblas_dgemm"}
@@ -253,15 +256,24 @@ def has_thread_control() -> bool:
     return _SET_THREADS is not None
 
 
-@intrinsic
-def parallel_threads(typingctx):
-    # () -> int64: numba threads for BLAS work on them (1 when the BLAS is not in numba's pool), asked at run
-    # time through Python (about a microsecond, with the GIL): once per kernel call, not per step
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _PARALLEL_SYMBOL)
-        return builder.sext(builder.call(fn, []), ir.IntType(64))
+def int_callback(symbol: str):
+    """An intrinsic () -> int64 that calls the C function registered with LLVM as `symbol` (int32 (void)).
 
-    return types.int64(), codegen
+    The kernels ask Python-side settings this way at run time (a registered ctypes callback, about a
+    microsecond, with the GIL): once per kernel call, on the calling thread, never per step; the cached
+    machine code holds the symbol's name, not its address."""
+    @intrinsic
+    def call(typingctx):
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), symbol)
+            return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+        return types.int64(), codegen
+    return call
+
+
+# () -> int64: numba threads for BLAS work on them (1 when the BLAS is not in numba's pool)
+parallel_threads = int_callback(_PARALLEL_SYMBOL)
 
 
 @intrinsic
@@ -279,14 +291,7 @@ def set_local_threads(typingctx, n):
     return types.int32(n), codegen
 
 
-@intrinsic
-def _forced_blocks(typingctx):
-    # () -> int64: ROW_BLOCKS_STATE[0] (0: not forced), asked at run time through Python as parallel_threads
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _ROW_BLOCKS_SYMBOL)
-        return builder.sext(builder.call(fn, []), ir.IntType(64))
-
-    return types.int64(), codegen
+_forced_blocks = int_callback(_ROW_BLOCKS_SYMBOL)  # () -> int64: ROW_BLOCKS_STATE[0] (0: not forced)
 
 
 @njit(cache=True)
@@ -329,7 +334,8 @@ def _cblas_gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
             return builder.trunc(context.cast(builder, value, ty, types.int64), i32)
 
         def op(flag, ty):
-            is_set = builder.icmp_signed("!=", context.cast(builder, flag, ty, types.int64), ir.Constant(ir.IntType(64), 0))
+            is_set = builder.icmp_signed("!=", context.cast(builder, flag, ty, types.int64),
+                                         ir.Constant(ir.IntType(64), 0))
             return builder.select(is_set, ir.Constant(i32, _TRANS), ir.Constant(i32, _NO_TRANS))
 
         def data(value, ty):

@@ -60,8 +60,8 @@ small, so each block runs its BLAS calls on one thread. Where the blocks run:
   the previous parallel region, which slows a whole training step of small
   layers.
 - Otherwise, with a BLAS whose threads can be set (OpenBLAS): block 0 on the
-  calling thread, the others on a small Python thread pool (the GIL is
-  released inside), with the BLAS set to ONE thread while they run and
+  calling thread, the others on a small Python thread pool (`blocks.run_blocks`;
+  the GIL is released inside), with the BLAS set to ONE thread while they run and
   restored afterwards: BLAS threads inside worker threads (nested parallelism)
   spin against each other and run many times slower.
 - With one thread or one sample, or a BLAS without thread control, the samples
@@ -70,15 +70,13 @@ small, so each block runs its BLAS calls on one thread. Where the blocks run:
 The measurements behind these choices: BENCHMARKS.md, "Measurements behind the CPU kernels' design".
 """
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 from numba import njit, prange
 
 from numbanets.kernels.cpu import blas, conv_choice, conv_direct, conv_winograd
 from numbanets.kernels.cpu.blas import gemm, gemm_acc, set_local_threads
+from numbanets.kernels.cpu.blocks import run_blocks
 
 __all__ = ["conv2d_forward", "conv2d_backward"]
 
@@ -88,14 +86,9 @@ __all__ = ["conv2d_forward", "conv2d_backward"]
 ROW_SHIFT_MIN_K = 32  # forward: row-shifted taps from this many GEMM rows (C/g*KW) up (read at call time)
 COLUMNS_PER_GEMM = 256  # small outputs: samples side by side up to this many GEMM columns (read at call time)
 
-_POOL = None  # ThreadPoolExecutor for blocks 1.., grown on demand
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
 def _sample_threads(n_samples: int) -> tuple[int, str]:
     """(blocks, how): blocks of samples side by side, "numba" (prange on numba's pool, which the BLAS shares),
-    "python" (the thread pool here) or "loop" (one block, the BLAS with its own threads)."""
+    "python" (blocks.run_blocks' thread pool) or "loop" (one block, the BLAS with its own threads)."""
     shared = min(blas.pool_threads(), n_samples)
     if shared > 1:
         return shared, "numba"
@@ -117,37 +110,6 @@ def row_shifted_taps(w_shape, stride_h: int, groups: int, per_gemm: int) -> bool
     ROW_SHIFT_MIN_K = C/g*KW rows per GEMM."""
     f, cg, kh, kw = w_shape
     return per_gemm == 1 and stride_h == 1 and kh > 1 and cg * kw >= ROW_SHIFT_MIN_K
-
-
-def _on_one_blas_thread(fn, args):
-    blas.set_threads(1)  # MKL's setting is per calling thread: each pool thread sets its own
-    return fn(*args)
-
-
-def _run_blocks(blocks):
-    """Run fn(*args) for every (fn, args) in blocks: the first here, the rest on the pool.
-
-    BLAS runs on one thread meanwhile; its old thread count is restored after.
-    """
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL_SIZE < len(blocks) - 1:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=len(blocks) - 1, thread_name_prefix="numbanets-conv")
-            _POOL_SIZE = len(blocks) - 1
-        pool = _POOL
-    old = blas.set_threads(1)
-    try:
-        futures = [pool.submit(_on_one_blas_thread, fn, args) for fn, args in blocks[1:]]
-        try:
-            fn, args = blocks[0]
-            fn(*args)
-        finally:
-            for future in futures:
-                future.result()
-    finally:
-        blas.restore_threads(old)
 
 
 # --------------------------------------------------------------------------- im2col / col2im
@@ -400,7 +362,7 @@ def conv2d_forward(x, w, b, stride_h, stride_w, pad_h, pad_w, out_h, out_w, grou
     if how == "numba":
         _forward_blocks(*args, blocks, per_gemm, shifted)
     elif how == "python":
-        _run_blocks([(_forward_samples, args + (t * n // blocks, (t + 1) * n // blocks, per_gemm, shifted))
+        run_blocks([(_forward_samples, args + (t * n // blocks, (t + 1) * n // blocks, per_gemm, shifted))
                      for t in range(blocks)])
     else:
         _forward_samples(*args, 0, n, per_gemm, shifted)
@@ -524,7 +486,7 @@ def conv2d_backward(dy, x, w, stride_h, stride_w, pad_h, pad_w, groups):
     if how == "numba":
         _backward_blocks(*args, dwt_parts, db_parts, per_gemm, with_dx)
     elif how == "python":
-        _run_blocks([(_backward_samples, args + (dwt_parts[t], db_parts[t], t * n // blocks, (t + 1) * n // blocks,
+        run_blocks([(_backward_samples, args + (dwt_parts[t], db_parts[t], t * n // blocks, (t + 1) * n // blocks,
                                                 per_gemm, with_dx))
                      for t in range(blocks)])
     else:

@@ -59,8 +59,6 @@ only on small outputs with many channels (conv_choice.py), not on the bench's 3x
 not done.
 """
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -68,6 +66,7 @@ from numba import njit, prange
 
 from numbanets.kernels.cpu import blas
 from numbanets.kernels.cpu.blas import gemm, set_local_threads
+from numbanets.kernels.cpu.blocks import run_blocks
 
 __all__ = ["TILES_PER_GEMM", "conv2d_forward_winograd", "plan", "supports"]
 
@@ -96,38 +95,9 @@ def plan(x_shape, out_h: int, out_w: int) -> tuple[int, str, int]:
     return threads, ("python" if threads > 1 else "loop"), per_chunk
 
 
-_POOL = None  # ThreadPoolExecutor for blocks 1.. of the "python" way, grown on demand
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _on_one_blas_thread(args):
-    blas.set_threads(1)  # MKL's setting is per calling thread: each pool thread sets its own
-    return _forward_rows(*args)
-
-
 def _run_python_blocks(block_args):
-    """_forward_rows(*args) for every args: the first on this thread, the rest on the pool (the GIL is
-    released inside), with the BLAS on one thread meanwhile (BLAS threads inside worker threads spin
-    against each other); its thread count is restored after."""
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL_SIZE < len(block_args) - 1:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=len(block_args) - 1, thread_name_prefix="numbanets-winograd")
-            _POOL_SIZE = len(block_args) - 1
-        pool = _POOL
-    old = blas.set_threads(1)
-    try:
-        futures = [pool.submit(_on_one_blas_thread, args) for args in block_args[1:]]
-        try:
-            _forward_rows(*block_args[0])
-        finally:
-            for future in futures:
-                future.result()
-    finally:
-        blas.restore_threads(old)
+    """_forward_rows(*args) for every args on blocks.run_blocks' thread pool, the BLAS on one thread meanwhile."""
+    run_blocks([(_forward_rows, args) for args in block_args])
 
 
 # --------------------------------------------------------------------------- transforms

@@ -52,7 +52,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from numbanets.kernels.cpu import blas
-from numbanets.kernels.cpu.blas import PARALLEL_MIN_ELEMENTS, forced_row_blocks, gemm, leading_dimension, row_blocks
+from numbanets.kernels.cpu.blas import (PARALLEL_MIN_ELEMENTS, forced_row_blocks, gemm, int_callback,
+                                        leading_dimension, row_blocks)
 from numbanets.kernels.cpu.panel_gemm import gemm_panels, pack_panels
 
 __all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "loop_row_blocks", "PACKING_STATE",
@@ -120,20 +121,8 @@ for _letter in "sd":
         llvm.add_symbol(f"numbanets_{_name}", ctypes.cast(_fn, ctypes.c_void_p).value)
 
 
-def _int_callback(symbol):
-    # an intrinsic () -> int64 calling the registered C function `symbol`
-    @intrinsic
-    def call(typingctx):
-        def codegen(context, builder, signature, args):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), symbol)
-            return builder.sext(builder.call(fn, []), ir.IntType(64))
-
-        return types.int64(), codegen
-    return call
-
-
-_mode = _int_callback(_ON_SYMBOL)
-_numba_thread_count = _int_callback(_THREADS_SYMBOL)
+_mode = int_callback(_ON_SYMBOL)
+_numba_thread_count = int_callback(_THREADS_SYMBOL)
 
 
 @njit(cache=True)
