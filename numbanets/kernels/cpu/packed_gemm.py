@@ -80,7 +80,7 @@ _HAS_FMA = bool(llvm.get_host_cpu_features().get("fma", False))
 
 def _never_called(name):
     def fail(*args):
-        sys.stderr.write(f"numbanets: {name} called without MKL's packed API (a bug: packing() is False)\n")
+        sys.stderr.write(f"numbanets: {name} called without MKL's packed API (a bug: packing() said MKL_PACKED)\n")
         os.abort()
     return fail
 
@@ -114,7 +114,7 @@ for _letter in "sd":
                           ("gemm_pack", ctypes.CFUNCTYPE(None)), ("gemm_compute", ctypes.CFUNCTYPE(None))):
         _name = f"cblas_{_letter}{_what}"
         _fn = getattr(blas._LIB, _name, None) if blas.NAME == "mkl" else None
-        if _fn is None:  # OpenBLAS: never reached (packing() is False), but the symbol must resolve
+        if _fn is None:  # OpenBLAS: never reached (mode() is never MKL_PACKED), but the symbol must resolve
             _HAS_API = False
             _fn = _proto(_never_called(_name))
             _KEEP.append(_fn)
