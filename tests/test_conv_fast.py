@@ -16,8 +16,9 @@ up to 4 inputs (2 roundings), the weight transform G g G^T is computed in float6
 to ||B^T|| ||G|| ||A^T|| = 2 * 1.5 * 3 = 9 (infinity norms), 81 in two, so its worst case is up to ~81
 times the direct sum's. Measured (`python scripts/conv_kernels.py --errors`: 3x3 layers with C from 1 to
 256, 10 random N(0, 1) draws each, inputs rounded to float32 first), max |y32 - y_ref| / (u * S) was
-2.4 for Winograd, 2.9 for im2col and 3.3 for the direct kernel (up to 3.0 for Winograd in other draws
-and with an earlier order of its output transform's sums). F32_TOL_UNITS = 16 allows about 5x the
+2.4 for Winograd, 2.9 for im2col and 3.1 for the direct kernel (register tiles, one fused multiply-add
+per tap; 3.3 for an earlier direct kernel, and up to 3.0 for Winograd in other draws and with an earlier
+order of its output transform's sums). F32_TOL_UNITS = 16 allows about 5x the
 largest; a transform with one wrong coefficient errs by O(S), about 10**6 times more.
 """
 
