@@ -1,5 +1,6 @@
 """`nbnets --version` and `nbnets info` through click's CliRunner."""
 
+import pytest
 from click.testing import CliRunner
 
 import numbanets
@@ -49,3 +50,23 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], (args, result.output)
         assert lines[0].endswith(f"(see '{' '.join(['nbnets', command]).strip()} --help')"), lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing written for a rejected option
+
+
+@pytest.mark.parametrize("variable, value, command", [("NUMBANETS_BLAS", "bogus", ["train-cnn", "--epochs", "1"]),
+                                                      ("NUMBANETS_RECURRENT_GEMM", "fast", ["info"])])
+def test_a_bad_kernel_setting_is_a_one_line_error(tmp_path, variable, value, command):
+    # read when the kernels that use it load (the recurrent one by info and the recurrent kernels, not by
+    # train-cnn), in a fresh process: one line naming the variable and its choices, exit code 2, no
+    # traceback, nothing written
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, variable: value}
+    out = ["--out", str(tmp_path / "out")] if command[0] != "info" else []
+    proc = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", *command, *out], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {variable} must be") and repr(value) in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,8 @@ import functools
 import click
 from click.core import ParameterSource
 
+from numbanets.kernels.settings import SettingError
+
 
 class InputError(click.ClickException):
     """Bad input: printed as one line `Error: ...`, exit code 2, no traceback."""
@@ -57,6 +59,8 @@ class Commands(click.Group):
             raise
         except click.UsageError as exc:  # a command's options are parsed here
             raise _one_line(exc) from None
+        except SettingError as exc:  # NUMBANETS_BLAS / NUMBANETS_RECURRENT_GEMM, read when the kernels load
+            raise _one_line(click.UsageError(str(exc), ctx)) from None
 
 
 class AliasedOption(click.Option):

@@ -80,6 +80,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from numbanets.kernels.settings import SettingError
+
 __all__ = ["gemm", "gemm_acc", "NAME", "CHOSEN", "threads", "set_threads", "restore_threads",
            "has_thread_control", "SHARES_NUMBA_THREADS", "parallel_threads", "pool_threads", "set_local_threads",
            "row_blocks", "forced_row_blocks", "ROW_BLOCKS_STATE", "PARALLEL_MIN_ELEMENTS", "leading_dimension",
@@ -123,7 +125,8 @@ def _openblas():
     # - OpenBLAS's workers spin for 2^OPENBLAS_THREAD_TIMEOUT cycles after each call, by default 2^28, about
     #   100 ms: against the row blocks of a recurrent layer's time loop after its input projection;
     # - numba's OpenMP threads spin GOMP_SPINCOUNT times after a parallel region: against the OpenBLAS calls
-    #   after it (an LSTM layer's backward 1.9x slower with libgomp's default, scripts/recurrent_gemm.py).
+    #   after it (an LSTM layer's whole-sequence gradient GEMMs after its BPTT loop).
+    # What the two settings changed: BENCHMARKS.md, "Issue 19 on the AMD EPYC", the OpenBLAS path.
     # Both libraries read the variable when they load, so they are set here unless the user set them; they
     # have no effect if SciPy's OpenBLAS or libgomp was loaded before numbanets.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
@@ -137,7 +140,7 @@ def _load():
     """(name, library, sgemm, dgemm, get_threads, set_threads) of the BLAS to use."""
     choice = os.environ.get("NUMBANETS_BLAS", "").strip().lower()
     if choice not in ("", "mkl", "openblas"):
-        raise ImportError(f"NUMBANETS_BLAS must be mkl or openblas, got {choice!r}")
+        raise SettingError(f"NUMBANETS_BLAS must be mkl or openblas, got {choice!r}")
     lib = _mkl() if choice in ("", "mkl") else None
     if lib is not None:
         # the calling thread's count, as threadpoolctl sets it (a thread-local setting overrides the global one)

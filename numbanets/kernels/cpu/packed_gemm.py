@@ -55,6 +55,7 @@ from numbanets.kernels.cpu import blas
 from numbanets.kernels.cpu.blas import (PARALLEL_MIN_ELEMENTS, forced_row_blocks, gemm, int_callback,
                                         leading_dimension, row_blocks)
 from numbanets.kernels.cpu.panel_gemm import gemm_panels, pack_panels
+from numbanets.kernels.settings import SettingError
 
 __all__ = ["packing", "pack_b", "gemm_packed", "worth_packing", "loop_row_blocks", "PACKING_STATE",
            "RECURRENT_GEMM", "PLAIN", "MKL_PACKED", "PANELS", "MODE_NAMES", "mode"]
@@ -74,7 +75,7 @@ PACK_MIN_WEIGHTS_NO_TRANS = 65536  # ... and this many elements of b
 PACKING_STATE = [True]  # PACKING_STATE[0] = False turns MKL's packing off (it is on only where the API exists)
 RECURRENT_GEMM = [os.environ.get("NUMBANETS_RECURRENT_GEMM", "auto").strip().lower() or "auto"]
 if RECURRENT_GEMM[0] not in CHOICES:
-    raise ImportError(f"NUMBANETS_RECURRENT_GEMM must be one of {', '.join(CHOICES)}, got {RECURRENT_GEMM[0]!r}")
+    raise SettingError(f"NUMBANETS_RECURRENT_GEMM must be one of {', '.join(CHOICES)}, got {RECURRENT_GEMM[0]!r}")
 _HAS_FMA = bool(llvm.get_host_cpu_features().get("fma", False))
 
 
