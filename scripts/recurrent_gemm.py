@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numba  # noqa: E402
 from numba import njit  # noqa: E402
 
 from numbanets.kernels.cpu import blas, gru, lstm  # noqa: E402
@@ -93,7 +94,6 @@ def products(rounds: int) -> None:
                 panels = pg.pack_b(w, trans, m, pg.PANELS)
                 ways["panels"] = lambda: pg.gemm_packed(a, w, trans, panels, out, pg.PANELS)
                 with threadpool_limits(1):
-                    import numba
                     before = numba.get_num_threads()
                     numba.set_num_threads(1)
                     try:
